@@ -1,0 +1,2 @@
+//! The `cairn` server binary.
+fn main() {}

@@ -1,0 +1,3 @@
+//! `cairn-engine`: the Durable Objects engine.
+
+pub mod id;
