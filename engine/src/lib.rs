@@ -1,3 +1,5 @@
 //! `cairn-engine`: the Durable Objects engine.
 
+pub mod config;
+pub mod datadir;
 pub mod id;
