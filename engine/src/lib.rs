@@ -3,3 +3,6 @@
 pub mod config;
 pub mod datadir;
 pub mod id;
+pub mod store;
+#[cfg(test)]
+mod testing;
