@@ -1,8 +1,11 @@
 //! `cairn-engine`: the Durable Objects engine.
 
 pub mod config;
+pub mod context;
 pub mod datadir;
+pub mod host;
 pub mod id;
+pub mod object;
 pub mod store;
 #[cfg(test)]
 mod testing;

@@ -11,3 +11,11 @@ pub(crate) fn run_local<T: 'static>(fut: impl Future<Output = T> + 'static) -> T
         .expect("glommio executor starts (is io_uring available and `ulimit -l` large enough?)")
         .run(fut)
 }
+
+/// Lets every ready task on the executor run, a bounded number of rounds, so
+/// tests reach quiescence without sleeping on the wall clock.
+pub(crate) async fn settle() {
+    for _ in 0..256 {
+        glommio::executor().yield_task_queue_now().await;
+    }
+}
