@@ -63,6 +63,11 @@ impl Context {
         &self.obj.target.class
     }
 
+    /// The shard this object lives on (always `shard_of(id, shard_count)`).
+    pub fn shard_id(&self) -> u32 {
+        self.host.cfg.shard_id
+    }
+
     /// This object's storage.
     pub fn storage(&self) -> Storage<'_> {
         Storage { ctx: self }

@@ -343,7 +343,7 @@ impl ObjectHost {
             };
             if let Err(ev) = HostInner::enqueue(inner, target.clone(), ev) {
                 // The object's queue is full: try again shortly, same attempt.
-                let Event::Alarm { attempt, .. } = ev else {
+                let Event::Alarm { attempt, .. } = *ev else {
                     unreachable!("we sent an alarm")
                 };
                 inner.schedule_retry(
@@ -421,7 +421,7 @@ impl ObjectHost {
                 .next_alarm_ms()
                 .map_or(tick, |at| at.saturating_sub(now).min(tick));
             let sleep = glommio::timer::sleep(std::time::Duration::from_millis(wait_ms));
-            futures_lite::future::or(async { sleep.await }, async {
+            futures_lite::future::or(sleep, async {
                 wake.recv().await;
             })
             .await;
@@ -451,9 +451,10 @@ impl HostInner {
             return;
         }
         this.metrics.borrow_mut().requests += 1;
-        if let Err(Event::Fetch { reply, .. }) =
-            Self::enqueue(this, target, Event::Fetch { req, reply })
-        {
+        if let Err(ev) = Self::enqueue(this, target, Event::Fetch { req, reply }) {
+            let Event::Fetch { reply, .. } = *ev else {
+                unreachable!("we sent a fetch")
+            };
             this.metrics.borrow_mut().overloaded += 1;
             reply(Response::error(
                 ErrorCode::Overloaded,
@@ -479,7 +480,7 @@ impl HostInner {
 
     /// The input gate's entrance: appends `ev` to the object's queue, activating
     /// the object first if needed. Gives the event back if the queue is full.
-    fn enqueue(this: &Rc<HostInner>, target: Target, ev: Event) -> Result<(), Event> {
+    fn enqueue(this: &Rc<HostInner>, target: Target, ev: Event) -> Result<(), Box<Event>> {
         debug_assert_eq!(
             shard_of(&target.id, this.cfg.shard_count),
             this.cfg.shard_id
@@ -489,7 +490,7 @@ impl HostInner {
             Some(a) => a,
             None => {
                 let Some(factory) = this.classes.get(&target.class).cloned() else {
-                    return Err(ev);
+                    return Err(Box::new(ev));
                 };
                 Self::activate(this, target, factory)
             }
@@ -500,7 +501,9 @@ impl HostInner {
                 active.last_used_ms.set((this.clock)());
                 Ok(())
             }
-            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(ev))) => Err(ev),
+            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(ev))) => {
+                Err(Box::new(ev))
+            }
             Err(e) => panic!("object queue closed while the object is active: {e}"),
         }
     }

@@ -6,6 +6,7 @@ pub mod datadir;
 pub mod host;
 pub mod id;
 pub mod object;
+pub mod shard;
 pub mod store;
 #[cfg(test)]
 mod testing;
