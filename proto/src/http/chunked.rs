@@ -187,14 +187,12 @@ impl ChunkedDecoder {
             return Err(Error::BadChunkSize);
         }
         // chunk-ext: everything up to CR, with no control bytes but HTAB.
+        // Bytes are judged strictly in order, so the first fault found is
+        // the same however the input is split.
         let ext_start = i;
         loop {
             let Some(&b) = buf.get(i) else {
-                return if i - ext_start > self.limits.chunk_extension_bytes_max {
-                    Err(Error::ChunkExtensionTooLong)
-                } else {
-                    Ok(None)
-                };
+                return Ok(None);
             };
             if b == b'\r' {
                 break;
@@ -203,11 +201,11 @@ impl ChunkedDecoder {
                 return Err(Error::BadChunk);
             }
             i += 1;
+            if i - ext_start > self.limits.chunk_extension_bytes_max {
+                return Err(Error::ChunkExtensionTooLong);
+            }
         }
         let ext = &buf[ext_start..i];
-        if ext.len() > self.limits.chunk_extension_bytes_max {
-            return Err(Error::ChunkExtensionTooLong);
-        }
         if !ext.is_empty() && !ext.iter().any(|&b| b == b';') {
             // Whitespace after the size is only allowed before an extension.
             return Err(Error::BadChunkSize);
@@ -228,10 +226,10 @@ impl ChunkedDecoder {
         }
         let mut storage = [httparse::EMPTY_HEADER; 16];
         let count = self.limits.header_count_max.min(storage.len());
-        match httparse::parse_headers(buf, &mut storage[..count]) {
-            Ok(httparse::Status::Complete((n, _))) if n > self.limits.header_bytes_max => {
-                Err(Error::HeaderTooLarge)
-            }
+        // Only the bytes the limit allows are parsed, so the verdict does
+        // not depend on how the input was split.
+        let window = &buf[..buf.len().min(self.limits.header_bytes_max)];
+        match httparse::parse_headers(window, &mut storage[..count]) {
             Ok(httparse::Status::Complete((n, _))) => Ok(Some(n)),
             Ok(httparse::Status::Partial) if buf.len() > self.limits.header_bytes_max => {
                 Err(Error::HeaderTooLarge)

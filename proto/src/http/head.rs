@@ -95,19 +95,18 @@ pub fn parse_request_head<'b>(
     let rest = &buf[line.len..];
     let storage_len = headers.len().min(limits.header_count_max);
     let storage = &mut headers[..storage_len];
-    let (section_len, header_count) = match httparse::parse_headers(rest, storage) {
+    // httparse only sees the bytes the limit allows, so a fault past the
+    // limit is never reported ahead of the limit itself: the verdict is the
+    // same however the input was split.
+    let window = &rest[..rest.len().min(limits.header_bytes_max)];
+    let (section_len, header_count) = match httparse::parse_headers(window, storage) {
         Ok(httparse::Status::Complete((n, fields))) => (n, fields.len()),
-        Ok(httparse::Status::Partial) => {
-            if rest.len() > limits.header_bytes_max {
-                return Err(Error::HeaderTooLarge);
-            }
-            return Ok(Status::Partial);
+        Ok(httparse::Status::Partial) if rest.len() > limits.header_bytes_max => {
+            return Err(Error::HeaderTooLarge);
         }
+        Ok(httparse::Status::Partial) => return Ok(Status::Partial),
         Err(e) => return Err(map_httparse(e)),
     };
-    if section_len > limits.header_bytes_max {
-        return Err(Error::HeaderTooLarge);
-    }
     let framing = request_framing(line.version, &headers[..header_count], limits)?;
     Ok(Status::Complete(RequestHead {
         method: line.method,
