@@ -4,9 +4,10 @@
 //! `proptest-regressions/` so a failure replays.
 
 use bytes::BytesMut;
+use cairn_proto::http::head::parse_request_head_reference;
 use cairn_proto::http::{
     ChunkedWriter, DateCache, Error, Event, Limits, Request, RequestDecoder, Response,
-    ResponseDecoder, ResponseWriter, write_request_head,
+    ResponseDecoder, ResponseWriter, parse_request_head, write_request_head,
 };
 use proptest::prelude::*;
 
@@ -151,6 +152,31 @@ proptest! {
         }
         wire.extend_from_slice(&noise);
         prop_assert_eq!(decode_split(&wire, &cuts), decode_split(&wire, &[]));
+    }
+
+    #[test]
+    fn fast_and_reference_head_parsers_agree(
+        s in spec(),
+        noise in proptest::collection::vec(any::<u8>(), 0..16),
+        at in any::<usize>(),
+        version in prop_oneof![Just(&b"HTTP/1.1"[..]), Just(&b"HTTP/1.0"[..]), Just(&b"HTTP/1.2"[..])],
+    ) {
+        let mut wire = Vec::new();
+        encode(&s, &mut wire);
+        let line_end = wire.iter().position(|&b| b == b'\n').unwrap();
+        wire.splice(line_end - 9..line_end - 1, version.iter().copied());
+        // Also damage the head somewhere, so error paths are compared too.
+        let mut damaged = wire.clone();
+        let at = at % (damaged.len() + 1);
+        damaged.splice(at..at, noise);
+        for input in [&wire, &damaged] {
+            let limits = Limits::default();
+            let mut fast_fields = [httparse::EMPTY_HEADER; 64];
+            let mut reference_fields = [httparse::EMPTY_HEADER; 64];
+            let fast = parse_request_head(input, &limits, &mut fast_fields);
+            let reference = parse_request_head_reference(input, &limits, &mut reference_fields);
+            prop_assert_eq!(fast, reference);
+        }
     }
 
     #[test]

@@ -294,7 +294,7 @@ fn syntax_faults_are_rejected_with_400() {
     );
     check_err(b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n", Error::BadMethod, 400);
     check_err(b"/ HTTP/1.1\r\nHost: a\r\n\r\n", Error::BadMethod, 400);
-    check_err(b"GET\r\nHost: a\r\n\r\n", Error::BadSyntax, 400);
+    check_err(b"GET\r\nHost: a\r\n\r\n", Error::BadMethod, 400);
     check_err(b"GET / HTTP/one\r\nHost: a\r\n\r\n", Error::BadVersion, 400);
     check_err(b"GET / http/1.1\r\nHost: a\r\n\r\n", Error::BadVersion, 400);
     check_err(
@@ -538,4 +538,24 @@ fn error_display_names_the_fault() {
         "conflicting Content-Length values"
     );
     assert_eq!(Error::HeaderTooLarge.status(), 431);
+}
+
+#[test]
+fn target_bytes_outside_visible_ascii_are_rejected_at_any_offset() {
+    for offset in 0..20 {
+        for bad in [0x00u8, 0x09, 0x1f, 0x7f, 0x80, 0xff] {
+            let mut input = b"GET /".to_vec();
+            input.extend(std::iter::repeat_n(b'a', offset));
+            input.push(bad);
+            input.extend_from_slice(b"b HTTP/1.1\r\nHost: a\r\n\r\n");
+            check_err(&input, Error::BadTarget, 400);
+        }
+        let mut input = b"GET /".to_vec();
+        input.extend(std::iter::repeat_n(b'~', offset));
+        input.extend_from_slice(b"! HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(
+            decode_all(&input, Limits::default()).map(|r| r.len()),
+            Ok(1)
+        );
+    }
 }
