@@ -7,7 +7,7 @@
 
 use super::error::{Error, Status};
 use super::limits::Limits;
-use super::syntax::{eq_ci, is_tchar, trim_ows};
+use super::syntax::{eq_lower, is_tchar, trim_ows};
 
 /// The protocol version of a message, as it is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -355,31 +355,34 @@ pub(crate) fn scan_fields(headers: &[httparse::Header<'_>]) -> Result<FieldFacts
     let mut transfer_coding_unsupported = false;
     for h in headers {
         let name = h.name.as_bytes();
-        match name.len() {
-            4 if eq_ci(name, b"host") => {
+        // Dispatch on length and first letter so that the many fields we
+        // do not interpret cost two compares, not a string comparison.
+        let first = name.first().map_or(0, u8::to_ascii_lowercase);
+        match (name.len(), first) {
+            (4, b'h') if eq_lower(name, b"host") => {
                 facts.host_count += 1;
                 if !valid_host(trim_ows(h.value)) {
                     return Err(Error::BadHost);
                 }
             }
-            6 if eq_ci(name, b"expect") => {
-                facts.expect_continue |= eq_ci(trim_ows(h.value), b"100-continue");
+            (6, b'e') if eq_lower(name, b"expect") => {
+                facts.expect_continue |= eq_lower(trim_ows(h.value), b"100-continue");
             }
-            10 if eq_ci(name, b"connection") => {
+            (10, b'c') if eq_lower(name, b"connection") => {
                 for token in h.value.split(|&b| b == b',').map(trim_ows) {
-                    facts.close |= eq_ci(token, b"close");
-                    facts.keep_alive_token |= eq_ci(token, b"keep-alive");
-                    facts.upgrade |= eq_ci(token, b"upgrade");
+                    facts.close |= eq_lower(token, b"close");
+                    facts.keep_alive_token |= eq_lower(token, b"keep-alive");
+                    facts.upgrade |= eq_lower(token, b"upgrade");
                 }
             }
-            14 if eq_ci(name, b"content-length") => {
+            (14, b'c') if eq_lower(name, b"content-length") => {
                 let n = parse_content_length(h.value)?;
                 match facts.content_length {
                     Some(prev) if prev != n => return Err(Error::ConflictingContentLength),
                     _ => facts.content_length = Some(n),
                 }
             }
-            17 if eq_ci(name, b"transfer-encoding") => {
+            (17, b't') if eq_lower(name, b"transfer-encoding") => {
                 facts.has_transfer_encoding = true;
                 for coding in h.value.split(|&b| b == b',').map(trim_ows) {
                     if coding.is_empty() {
@@ -390,7 +393,7 @@ pub(crate) fn scan_fields(headers: &[httparse::Header<'_>]) -> Result<FieldFacts
                         // leaves the body length undecidable.
                         return Err(Error::BadTransferEncoding);
                     }
-                    if eq_ci(coding, b"chunked") {
+                    if eq_lower(coding, b"chunked") {
                         facts.chunked = true;
                     } else {
                         transfer_coding_unsupported = true;
