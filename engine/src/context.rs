@@ -161,7 +161,7 @@ pub struct Storage<'a> {
     ctx: &'a Context,
 }
 
-impl Storage<'_> {
+impl<'a> Storage<'a> {
     fn id(&self) -> [u8; 32] {
         *self.ctx.id().as_bytes()
     }
@@ -277,7 +277,7 @@ impl Storage<'_> {
     /// Starts a transaction: its writes are buffered, visible to its own reads,
     /// and applied as one atomic batch by [`Transaction::commit`]; dropping it
     /// without committing discards them.
-    pub fn transaction(&self) -> Transaction<'_> {
+    pub fn transaction(&self) -> Transaction<'a> {
         Transaction {
             storage: Storage { ctx: self.ctx },
             writes: RefCell::new(BTreeMap::new()),

@@ -130,6 +130,8 @@ pub struct Shard {
     pub config: Rc<Config>,
     /// Set when the server is shutting down.
     pub stopping: Arc<AtomicBool>,
+    /// Requests being handled on this shard's connections; shutdown waits for zero.
+    pub in_flight: Rc<Cell<usize>>,
 }
 
 /// Code to run on every shard once it is up, e.g. the HTTP listener.
@@ -276,11 +278,13 @@ async fn run_shard(
     }
     glommio::spawn_local(host.clone().run_timers()).detach();
 
+    let in_flight = Rc::new(Cell::new(0));
     let shard = Shard {
         id: shard_id,
         host,
         config: Rc::new(config),
         stopping: stopping.clone(),
+        in_flight: in_flight.clone(),
     };
     for t in &tasks {
         glommio::spawn_local(t(shard.clone())).detach();
@@ -288,7 +292,20 @@ async fn run_shard(
     while !stopping.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
     }
+    // Graceful stop: let requests already being handled finish (bounded).
+    for _ in 0..(SHUTDOWN_DRAIN_MS / STOP_POLL_MS) {
+        if in_flight.get() == 0 {
+            break;
+        }
+        glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+    }
+    if let Err(e) = shard.host.store().sync().await {
+        eprintln!("cairn: shard {shard_id}: final sync failed: {e}");
+    }
 }
+
+/// How long a stopping shard waits for requests in flight.
+const SHUTDOWN_DRAIN_MS: u64 = 5000;
 
 /// Handles one piece of mail from shard `peer`.
 fn deliver(host: &ObjectHost, router: &Rc<MailboxRouter>, peer: usize, mail: Mail) {
