@@ -15,7 +15,12 @@ enum Outcome {
 }
 
 fn limits() -> Limits {
-    Limits { body_bytes_max: 4096, chunk_extension_bytes_max: 16, header_bytes_max: 256, ..Limits::default() }
+    Limits {
+        body_bytes_max: 4096,
+        chunk_extension_bytes_max: 16,
+        header_bytes_max: 256,
+        ..Limits::default()
+    }
 }
 
 fn run(input: &[u8], piece: usize) -> Outcome {
@@ -27,14 +32,21 @@ fn run(input: &[u8], piece: usize) -> Outcome {
         let window = &input[start..end];
         match decoder.decode(window) {
             Ok(Chunk::Data { start: s, end: e }) => {
-                assert!(s <= e && e <= window.len() && e > 0, "bad range {s}..{e} of {}", window.len());
+                assert!(
+                    s <= e && e <= window.len() && e > 0,
+                    "bad range {s}..{e} of {}",
+                    window.len()
+                );
                 data.extend_from_slice(&window[s..e]);
                 start += e;
             }
             Ok(Chunk::End { consumed }) => {
                 assert!(consumed <= window.len());
                 assert!(decoder.is_done());
-                return Outcome::Done { data, used: start + consumed };
+                return Outcome::Done {
+                    data,
+                    used: start + consumed,
+                };
             }
             Ok(Chunk::Partial) => {
                 if end == input.len() {

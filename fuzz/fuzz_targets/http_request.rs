@@ -6,7 +6,9 @@
 
 use bytes::BytesMut;
 use cairn_proto::http::head::parse_request_head_reference;
-use cairn_proto::http::{Error, Event, Limits, Request, RequestDecoder, Status, parse_request_head};
+use cairn_proto::http::{
+    Error, Event, Limits, Request, RequestDecoder, Status, parse_request_head,
+};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, PartialEq)]
@@ -43,7 +45,9 @@ fn run(input: &[u8], piece: usize) -> Vec<Item> {
             },
             Ok(Event::End) => {
                 items.push(Item::End);
-                decoder.response_sent(true).expect("a complete request awaits a response");
+                decoder
+                    .response_sent(true)
+                    .expect("a complete request awaits a response");
             }
             Ok(Event::Paused) | Ok(Event::Closed) => return items,
             Ok(Event::NeedData) => {
@@ -66,10 +70,17 @@ fn run(input: &[u8], piece: usize) -> Vec<Item> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&split, input)) = data.split_first() else { return };
+    let Some((&split, input)) = data.split_first() else {
+        return;
+    };
     let whole = run(input, input.len().max(1));
     let pieces = run(input, usize::from(split % 17) + 1);
-    assert_eq!(whole, pieces, "split into pieces of {} changed the events", split % 17 + 1);
+    assert_eq!(
+        whole,
+        pieces,
+        "split into pieces of {} changed the events",
+        split % 17 + 1
+    );
 
     // The fast path (one httparse call) must agree with the reference path.
     let mut fast_fields = [httparse::EMPTY_HEADER; 8];
@@ -78,7 +89,10 @@ fuzz_target!(|data: &[u8]| {
     let reference = parse_request_head_reference(input, &limits(), &mut reference_fields);
     assert_eq!(fast, reference, "fast and reference head parsers disagree");
     if let Ok(Status::Complete(head)) = fast {
-        assert_eq!(fast_fields[..head.header_count], reference_fields[..head.header_count]);
+        assert_eq!(
+            fast_fields[..head.header_count],
+            reference_fields[..head.header_count]
+        );
     }
 
     let mut storage = [httparse::EMPTY_HEADER; 8];
@@ -87,7 +101,11 @@ fuzz_target!(|data: &[u8]| {
         for cut in [head.len - 1, head.len / 2, usize::from(split) % head.len] {
             let mut storage = [httparse::EMPTY_HEADER; 8];
             let prefix = parse_request_head(&input[..cut], &limits(), &mut storage);
-            assert_eq!(prefix, Ok(Status::Partial), "prefix of {cut} bytes of a complete head");
+            assert_eq!(
+                prefix,
+                Ok(Status::Partial),
+                "prefix of {cut} bytes of a complete head"
+            );
         }
     }
 });

@@ -243,3 +243,25 @@ fn a_content_length_body_is_split_off_without_copying() {
     assert_eq!(r.body.as_ptr() as usize - base, r.head_bytes().len());
     assert_eq!(r.head_bytes().as_ptr() as usize, base);
 }
+
+#[test]
+fn a_bodiless_request_streams_head_then_end_and_pipelining_continues() {
+    let mut d = decoder();
+    let mut buf = BytesMut::from(
+        &b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+    );
+    let Ok(Event::Head(first)) = d.next_event(&mut buf) else {
+        panic!("head first")
+    };
+    assert_eq!(first.target(), "/1");
+    assert_eq!(d.next_event(&mut buf), Ok(Event::End));
+    assert_eq!(d.next_event(&mut buf), Ok(Event::Paused));
+    d.response_sent(true).unwrap();
+    let Ok(Event::Head(second)) = d.next_event(&mut buf) else {
+        panic!("second head")
+    };
+    assert_eq!(second.target(), "/2");
+    // Answering straight after the head, without pulling `End`, is fine too.
+    d.response_sent(true).unwrap();
+    assert_eq!(d.next_event(&mut buf), Ok(Event::NeedData));
+}

@@ -225,7 +225,9 @@ proptest! {
             let has_body = !*head && ![204, 304].contains(status);
             prop_assert_eq!(&r.body[..], if has_body { &body[..] } else { &[][..] });
             for (n, v) in fields {
-                prop_assert!(r.header(n).is_some_and(|got| got == v.as_bytes() || fields.iter().filter(|(m, _)| m.eq_ignore_ascii_case(n)).count() > 1));
+                // With repeated names, `header` returns the first of them.
+                let repeated = fields.iter().filter(|(m, _)| m.eq_ignore_ascii_case(n)).count() > 1;
+                prop_assert!(r.header(n).is_some_and(|got| got == v.as_bytes() || repeated));
             }
             prop_assert!(r.keep_alive);
         }

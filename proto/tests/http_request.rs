@@ -140,7 +140,12 @@ fn valid_requests_parse_to_their_parts() {
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: CHUNKED\r\n\r\n0\r\n\r\n",
         ("POST", "/", Http11, b"", true),
     );
-    check(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n00A\r\n0123456789\r\n0\r\nT: x\r\n\r\n", ("POST", "/", Http11, b"hello0123456789", true));
+    let with_trailer: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+        5;a=b\r\nhello\r\n00A\r\n0123456789\r\n0\r\nT: x\r\n\r\n";
+    check(
+        with_trailer,
+        ("POST", "/", Http11, b"hello0123456789", true),
+    );
     check(
         b"GET / HTTP/1.1\r\nHost: a\r\nX: caf\xc3\xa9\r\n\r\n",
         ("GET", "/", Http11, b"", true),
@@ -191,7 +196,9 @@ fn framing_faults_are_rejected_with_400_and_close() {
         Error::BadTransferEncoding,
         400,
     );
-    check_err(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", Error::BadTransferEncoding, 400);
+    let chunked_twice: &[u8] =
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n";
+    check_err(chunked_twice, Error::BadTransferEncoding, 400);
     check_err(
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \r\n\r\n",
         Error::BadTransferEncoding,
@@ -520,7 +527,9 @@ fn request_exposes_headers_in_order_with_trimmed_values() {
 
 #[test]
 fn upgrade_and_expect_flags_are_reported() {
-    let r = &decode_all(b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n", Limits::default()).unwrap()[0];
+    let upgrade: &[u8] =
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    let r = &decode_all(upgrade, Limits::default()).unwrap()[0];
     assert!(r.upgrade && r.keep_alive);
     // Expect without a body has nothing to wait for.
     let r = &decode_all(

@@ -6,7 +6,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::chunked::{Chunk, ChunkedDecoder};
 use super::conn::{ConnEvent, ConnState, TransitionError, transition};
 use super::error::{Error, Status};
-use super::head::{BodyKind, parse_request_head, skip_empty_lines};
+use super::head::{BodyKind, parse_request_head};
 use super::limits::Limits;
 use super::request::Request;
 
@@ -55,6 +55,8 @@ pub struct RequestDecoder {
     body: BodyProgress,
     keep_alive: bool,
     continue_pending: bool,
+    /// A bodiless request's head was returned and its `End` is still owed.
+    end_pending: bool,
     pending: Option<Request>,
     collected: BytesMut,
 }
@@ -68,6 +70,7 @@ impl RequestDecoder {
             body: BodyProgress::None,
             keep_alive: true,
             continue_pending: false,
+            end_pending: false,
             pending: None,
             collected: BytesMut::new(),
         }
@@ -92,6 +95,7 @@ impl RequestDecoder {
 
     fn fail(&mut self, e: Error) -> Error {
         self.step(ConnEvent::PeerError);
+        self.end_pending = false;
         self.body = BodyProgress::None;
         self.pending = None;
         e
@@ -99,6 +103,9 @@ impl RequestDecoder {
 
     /// Returns the next event, consuming from `buf` what it used.
     pub fn next_event(&mut self, buf: &mut BytesMut) -> Result<Event, Error> {
+        if std::mem::take(&mut self.end_pending) {
+            return Ok(Event::End);
+        }
         match self.state {
             ConnState::Closed => Ok(Event::Closed),
             ConnState::AwaitingResponse | ConnState::Closing => Ok(Event::Paused),
@@ -151,6 +158,7 @@ impl RequestDecoder {
         };
         let has_body = !matches!(self.body, BodyProgress::None);
         self.continue_pending = head.expect_continue && has_body;
+        self.end_pending = !has_body;
         self.step(ConnEvent::HeadComplete { body: has_body });
         Ok(Event::Head(request))
     }
@@ -222,6 +230,7 @@ impl RequestDecoder {
             match self.next_event(buf)? {
                 Event::Head(request) => {
                     if self.state == ConnState::AwaitingResponse {
+                        self.end_pending = false;
                         return Ok(Some(request));
                     }
                     self.collected.clear();
@@ -252,6 +261,7 @@ impl RequestDecoder {
             keep_alive: keep_alive && self.keep_alive,
         };
         self.state = transition(self.state, event)?;
+        self.end_pending = false;
         Ok(())
     }
 
@@ -293,12 +303,14 @@ impl Located {
         let offset = |s: &str| s.as_ptr() as usize - buf.as_ptr() as usize;
         let method = offset(h.method)..offset(h.method) + h.method.len();
         let target = offset(h.target)..offset(h.target) + h.target.len();
-        let line_start = skip_empty_lines(buf).unwrap_or(0);
-        let line_end = line_start
-            + buf[line_start..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(0, |p| p + 1);
+        // The version is always eight bytes after the target and a space;
+        // the line ends in CRLF or a lone LF.
+        let after_version = target.end + 1 + 8;
+        let line_end = if buf.get(after_version) == Some(&b'\r') {
+            after_version + 2
+        } else {
+            after_version + 1
+        };
         Located {
             method,
             target,
