@@ -73,7 +73,16 @@ struct DmaDiskFile {
 impl Disk for DmaDisk {
     fn open(&self, name: &str, create: bool) -> IoFuture<'_, Rc<dyn DiskFile>> {
         let path = self.dir.join(name);
+        let probe = self.dir.join(crate::format::MANIFEST_NAME);
         Box::pin(async move {
+            // glommio decides once per block device whether the io_uring poll ring works, by
+            // reading the first file opened. An empty new segment reads as a clean EOF and makes
+            // it wrongly say yes, after which every read fails with EOPNOTSUPP on devices without
+            // polled I/O (virtio, most cloud disks). Opening the non-empty manifest first makes
+            // the probe read real data and answer correctly.
+            if probe.exists() {
+                let _ = glommio::io::OpenOptions::new().read(true).dma_open(&probe).await;
+            }
             let file = glommio::io::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -134,9 +143,30 @@ impl Disk for DmaDisk {
 
 impl DiskFile for DmaDiskFile {
     fn read_at(&self, pos: u64, len: usize) -> IoFuture<'_, Vec<u8>> {
+        // Large reads go in bounded aligned chunks: one huge request would need a DMA buffer of
+        // its whole size, and the kernel rejects some of those outright.
+        const CHUNK: u64 = 1 << 20;
         Box::pin(async move {
-            let r = self.file.read_at(pos, len).await.map_err(io::Error::from)?;
-            Ok(r.to_vec())
+            let start = pos - pos % BLOCK_SIZE;
+            let end = pos + len as u64;
+            let mut out = Vec::with_capacity(len);
+            let mut at = start;
+            while at < end {
+                let want = (end - at).min(CHUNK);
+                let want = want.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
+                let r = self.file.read_at_aligned(at, want as usize).await.map_err(io::Error::from)?;
+                let skip = if at == start { (pos - start) as usize } else { 0 };
+                let got = &r[..];
+                let keep = got.len().min((end - at) as usize);
+                if skip < keep {
+                    out.extend_from_slice(&got[skip..keep]);
+                }
+                if got.len() < want as usize {
+                    break;
+                }
+                at += want;
+            }
+            Ok(out)
         })
     }
 
