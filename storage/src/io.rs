@@ -379,12 +379,16 @@ impl DiskFile for MemDiskFile {
                 f.live.resize(end, 0);
             }
             f.live[pos as usize..end].copy_from_slice(&data);
+            drop(f);
+            // The write is done but not durable: give other tasks (and a test's power cut) a turn.
+            YieldOnce(false).await;
             Ok(())
         })
     }
 
     fn fdatasync(&self) -> IoFuture<'_, ()> {
         Box::pin(async move {
+            YieldOnce(false).await;
             let mut st = self.disk.state.borrow_mut();
             if let Some(n) = st.fail_fdatasync_after {
                 if n == 0 {
@@ -414,5 +418,20 @@ impl DiskFile for MemDiskFile {
             }
             Ok(())
         })
+    }
+}
+
+/// Suspends once, as a real I/O would, so that other tasks run in between.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }

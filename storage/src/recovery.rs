@@ -90,8 +90,11 @@ pub(crate) fn scan(
             let expect_seq = next_seq.unwrap_or(1);
             let damage_at = |pos: usize, e: u32, a: u32| Damage { offset: pos as u64, expected_crc: e, actual_crc: a };
             if pos + RECORD_HEADER_SIZE > bytes.len() {
-                if group.is_empty() {
+                if group.is_empty() && bytes[pos.min(bytes.len())..].iter().all(|&b| b == 0) {
                     break;
+                }
+                if group.is_empty() {
+                    return bad(damage_at(pos, 0, 0), pos, expect_seq);
                 }
                 return bad(damage_at(group_start, 0, 0), group_start, group_seq);
             }
