@@ -46,7 +46,12 @@ async fn compact_segment(inner: &Rc<crate::store::InnerHandle>, seg: u32) -> Res
             continue;
         }
         since_sync += entry_bytes(key.len(), value.len());
-        let ticket = inner.mutate(vec![Op { obj, code: OP_PUT, key, value: value.to_vec() }]);
+        let ticket = inner.mutate(vec![Op {
+            obj,
+            code: OP_PUT,
+            key,
+            value: value.to_vec(),
+        }]);
         if since_sync >= step {
             since_sync = 0;
             ticket.durable().await.map_err(|_| ())?;

@@ -61,7 +61,10 @@ impl fmt::Display for OpenError {
                 "{dir} holds files but no Cairn manifest; refusing to use it (point the shard at an empty directory)"
             ),
             OpenError::BadManifest { detail } => {
-                write!(f, "the store manifest is damaged ({detail}); restore it from a backup")
+                write!(
+                    f,
+                    "the store manifest is damaged ({detail}); restore it from a backup"
+                )
             }
             OpenError::IncompatibleVersion { found, supported } => write!(
                 f,
@@ -72,7 +75,12 @@ impl fmt::Display for OpenError {
                 "directory belongs to shard {}/{} but was opened as shard {}/{}; resharding needs a tool",
                 found.0, found.1, expected.0, expected.1
             ),
-            OpenError::Corrupt { segment, offset, expected_crc, actual_crc } => write!(
+            OpenError::Corrupt {
+                segment,
+                offset,
+                expected_crc,
+                actual_crc,
+            } => write!(
                 f,
                 "corrupt record in segment {segment} at offset {offset} (stored crc {expected_crc:#010x}, \
                  computed {actual_crc:#010x}); open with repair_truncate_corrupt to cut the log there"
@@ -144,7 +152,11 @@ pub enum StorageError {
 
 impl StorageError {
     pub(crate) fn io(op: &'static str, e: &io::Error) -> Self {
-        StorageError::Io { op, kind: e.kind(), message: e.to_string() }
+        StorageError::Io {
+            op,
+            kind: e.kind(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -152,13 +164,22 @@ impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StorageError::KeyTooLarge { len, max } => {
-                write!(f, "key of {len} bytes exceeds the limit of {max} bytes (key_bytes_max)")
+                write!(
+                    f,
+                    "key of {len} bytes exceeds the limit of {max} bytes (key_bytes_max)"
+                )
             }
             StorageError::ValueTooLarge { len, max } => {
-                write!(f, "value of {len} bytes exceeds the limit of {max} bytes (value_bytes_max)")
+                write!(
+                    f,
+                    "value of {len} bytes exceeds the limit of {max} bytes (value_bytes_max)"
+                )
             }
             StorageError::BatchTooLarge { keys, max } => {
-                write!(f, "batch of {keys} keys exceeds the limit of {max} keys (batch_keys_max); split it")
+                write!(
+                    f,
+                    "batch of {keys} keys exceeds the limit of {max} keys (batch_keys_max); split it"
+                )
             }
             StorageError::ReadOnly { reason } => write!(
                 f,
@@ -182,7 +203,11 @@ pub struct CommitError {
 
 impl fmt::Display for CommitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "commit failed, the write is not durable: {}", self.reason)
+        write!(
+            f,
+            "commit failed, the write is not durable: {}",
+            self.reason
+        )
     }
 }
 

@@ -39,8 +39,8 @@ const RESERVED_OFFSET: usize = FLAGS_OFFSET + 1;
 /// Size of a record header.
 pub const RECORD_HEADER_SIZE: usize = RESERVED_OFFSET + 2;
 const _: () = assert!(RECORD_HEADER_SIZE == 32);
-const _: () = assert!(RECORD_HEADER_SIZE % RECORD_ALIGN == 0);
-const _: () = assert!(BLOCK_SIZE as usize % RECORD_ALIGN == 0);
+const _: () = assert!(RECORD_HEADER_SIZE.is_multiple_of(RECORD_ALIGN));
+const _: () = assert!((BLOCK_SIZE as usize).is_multiple_of(RECORD_ALIGN));
 
 /// The only record kind of version 1: a body holding a list of operations.
 pub(crate) const KIND_OPS: u8 = 1;
@@ -186,8 +186,10 @@ pub(crate) fn access_body(bytes: &[u8]) -> Option<&ArchivedBody> {
 pub(crate) fn encode_manifest(shard_id: u32, shard_count: u32) -> [u8; MANIFEST_SIZE] {
     let mut m = [0u8; MANIFEST_SIZE];
     m[..MANIFEST_VERSION_OFFSET].copy_from_slice(&MANIFEST_MAGIC);
-    m[MANIFEST_VERSION_OFFSET..MANIFEST_SHARD_ID_OFFSET].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    m[MANIFEST_SHARD_ID_OFFSET..MANIFEST_SHARD_COUNT_OFFSET].copy_from_slice(&shard_id.to_le_bytes());
+    m[MANIFEST_VERSION_OFFSET..MANIFEST_SHARD_ID_OFFSET]
+        .copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    m[MANIFEST_SHARD_ID_OFFSET..MANIFEST_SHARD_COUNT_OFFSET]
+        .copy_from_slice(&shard_id.to_le_bytes());
     m[MANIFEST_SHARD_COUNT_OFFSET..MANIFEST_CRC_OFFSET].copy_from_slice(&shard_count.to_le_bytes());
     let crc = crc32c::crc32c(&m[..MANIFEST_CRC_OFFSET]);
     m[MANIFEST_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
@@ -231,7 +233,10 @@ pub fn segment_name(id: u32) -> String {
 
 /// Parses a segment file name back into its number.
 pub(crate) fn parse_segment_name(name: &str) -> Option<u32> {
-    name.strip_prefix("seg-")?.strip_suffix(".log")?.parse().ok()
+    name.strip_prefix("seg-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -240,14 +245,24 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_any_flipped_bit_is_caught() {
-        let h = Header { body_len: 77, seq: 9, group_seq: 8, body_crc: 0xdead_beef, kind: KIND_OPS, flags: 1 };
+        let h = Header {
+            body_len: 77,
+            seq: 9,
+            group_seq: 8,
+            body_crc: 0xdead_beef,
+            kind: KIND_OPS,
+            flags: 1,
+        };
         let mut b = [0u8; RECORD_HEADER_SIZE];
         h.encode(&mut b);
         assert_eq!(Header::decode(&b), HeaderRead::Ok(h));
         for bit in 0..RECORD_HEADER_SIZE * 8 {
             let mut c = b;
             c[bit / 8] ^= 1 << (bit % 8);
-            assert!(matches!(Header::decode(&c), HeaderRead::BadCrc { .. }), "bit {bit}");
+            assert!(
+                matches!(Header::decode(&c), HeaderRead::BadCrc { .. }),
+                "bit {bit}"
+            );
         }
     }
 
@@ -259,7 +274,14 @@ mod tests {
     #[test]
     fn manifest_round_trips() {
         let m = encode_manifest(3, 8);
-        assert_eq!(decode_manifest(&m), Ok(Manifest { version: FORMAT_VERSION, shard_id: 3, shard_count: 8 }));
+        assert_eq!(
+            decode_manifest(&m),
+            Ok(Manifest {
+                version: FORMAT_VERSION,
+                shard_id: 3,
+                shard_count: 8
+            })
+        );
     }
 
     #[test]

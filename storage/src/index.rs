@@ -46,12 +46,18 @@ pub struct Value {
 impl Value {
     pub(crate) fn in_record(rec: Rc<RecordBuf>, range: Range<usize>) -> Value {
         assert!(range.end <= rec.body.len());
-        Value { backing: Backing::Record(rec), range }
+        Value {
+            backing: Backing::Record(rec),
+            range,
+        }
     }
 
     pub(crate) fn plain(bytes: Vec<u8>) -> Value {
         let range = 0..bytes.len();
-        Value { backing: Backing::Plain(bytes.into()), range }
+        Value {
+            backing: Backing::Plain(bytes.into()),
+            range,
+        }
     }
 
     pub(crate) fn record(&self) -> Option<&Rc<RecordBuf>> {
@@ -157,7 +163,11 @@ impl Index {
 
     pub(crate) fn objects_after(&self, after: Option<&ObjectId>, limit: usize) -> Vec<ObjectId> {
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
-        self.objects.range::<ObjectId, _>((lower, Bound::Unbounded)).take(limit).map(|(k, _)| *k).collect()
+        self.objects
+            .range::<ObjectId, _>((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(k, _)| *k)
+            .collect()
     }
 }
 
@@ -179,7 +189,9 @@ mod tests {
 
     #[test]
     fn prefix_successor_skips_trailing_ff_bytes() {
-        let check = |p: &[u8], want: Option<&[u8]>| assert_eq!(prefix_successor(p).as_deref(), want, "{p:?}");
+        let check = |p: &[u8], want: Option<&[u8]>| {
+            assert_eq!(prefix_successor(p).as_deref(), want, "{p:?}")
+        };
         check(b"a", Some(b"b"));
         check(b"ab", Some(b"ac"));
         check(&[1, 0xff], Some(&[2]));

@@ -62,7 +62,9 @@ impl DmaDisk {
     /// Uses `dir`, creating it if missing.
     pub fn new(dir: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        Ok(DmaDisk { dir: dir.to_path_buf() })
+        Ok(DmaDisk {
+            dir: dir.to_path_buf(),
+        })
     }
 }
 
@@ -81,7 +83,10 @@ impl Disk for DmaDisk {
             // polled I/O (virtio, most cloud disks). Opening the non-empty manifest first makes
             // the probe read real data and answer correctly.
             if probe.exists() {
-                let _ = glommio::io::OpenOptions::new().read(true).dma_open(&probe).await;
+                let _ = glommio::io::OpenOptions::new()
+                    .read(true)
+                    .dma_open(&probe)
+                    .await;
             }
             let file = glommio::io::OpenOptions::new()
                 .read(true)
@@ -154,8 +159,16 @@ impl DiskFile for DmaDiskFile {
             while at < end {
                 let want = (end - at).min(CHUNK);
                 let want = want.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
-                let r = self.file.read_at_aligned(at, want as usize).await.map_err(io::Error::from)?;
-                let skip = if at == start { (pos - start) as usize } else { 0 };
+                let r = self
+                    .file
+                    .read_at_aligned(at, want as usize)
+                    .await
+                    .map_err(io::Error::from)?;
+                let skip = if at == start {
+                    (pos - start) as usize
+                } else {
+                    0
+                };
                 let got = &r[..];
                 let keep = got.len().min((end - at) as usize);
                 if skip < keep {
@@ -171,14 +184,24 @@ impl DiskFile for DmaDiskFile {
     }
 
     fn write_at(&self, pos: u64, data: &[u8]) -> IoFuture<'_, ()> {
-        assert!(pos % BLOCK_SIZE == 0 && data.len() as u64 % BLOCK_SIZE == 0, "unaligned DMA write");
+        assert!(
+            pos.is_multiple_of(BLOCK_SIZE) && (data.len() as u64).is_multiple_of(BLOCK_SIZE),
+            "unaligned DMA write"
+        );
         let mut buf = self.file.alloc_dma_buffer(data.len());
         buf.as_bytes_mut().copy_from_slice(data);
         let want = data.len();
         Box::pin(async move {
-            let n = self.file.write_at(buf, pos).await.map_err(io::Error::from)?;
+            let n = self
+                .file
+                .write_at(buf, pos)
+                .await
+                .map_err(io::Error::from)?;
             if n != want {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "short O_DIRECT write"));
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "short O_DIRECT write",
+                ));
             }
             Ok(())
         })
@@ -193,7 +216,12 @@ impl DiskFile for DmaDiskFile {
     }
 
     fn allocate(&self, len: u64) -> IoFuture<'_, ()> {
-        Box::pin(async move { self.file.pre_allocate(len, false).await.map_err(io::Error::from) })
+        Box::pin(async move {
+            self.file
+                .pre_allocate(len, false)
+                .await
+                .map_err(io::Error::from)
+        })
     }
 }
 
@@ -257,10 +285,21 @@ impl MemDisk {
             .iter()
             .map(|(n, f)| {
                 let d = f.borrow().durable.clone();
-                (n.clone(), Rc::new(RefCell::new(MemFile { live: d.clone(), durable: d })))
+                (
+                    n.clone(),
+                    Rc::new(RefCell::new(MemFile {
+                        live: d.clone(),
+                        durable: d,
+                    })),
+                )
             })
             .collect();
-        MemDisk { state: Rc::new(RefCell::new(MemState { files, ..MemState::default() })) }
+        MemDisk {
+            state: Rc::new(RefCell::new(MemState {
+                files,
+                ..MemState::default()
+            })),
+        }
     }
 
     /// The disk as it would be after a process kill now: the page cache survives, so every
@@ -272,21 +311,42 @@ impl MemDisk {
             .iter()
             .map(|(n, f)| {
                 let l = f.borrow().live.clone();
-                (n.clone(), Rc::new(RefCell::new(MemFile { live: l.clone(), durable: l })))
+                (
+                    n.clone(),
+                    Rc::new(RefCell::new(MemFile {
+                        live: l.clone(),
+                        durable: l,
+                    })),
+                )
             })
             .collect();
-        MemDisk { state: Rc::new(RefCell::new(MemState { files, ..MemState::default() })) }
+        MemDisk {
+            state: Rc::new(RefCell::new(MemState {
+                files,
+                ..MemState::default()
+            })),
+        }
     }
 
     /// The bytes of a file (live image), for tests that damage or inspect the log.
     pub fn file_bytes(&self, name: &str) -> Option<Vec<u8>> {
-        self.state.borrow().files.get(name).map(|f| f.borrow().live.clone())
+        self.state
+            .borrow()
+            .files
+            .get(name)
+            .map(|f| f.borrow().live.clone())
     }
 
     /// Replaces a file's contents, live and durable, as if the disk held these bytes.
     pub fn set_file_bytes(&self, name: &str, bytes: Vec<u8>) {
-        let f = MemFile { live: bytes.clone(), durable: bytes };
-        self.state.borrow_mut().files.insert(name.to_string(), Rc::new(RefCell::new(f)));
+        let f = MemFile {
+            live: bytes.clone(),
+            durable: bytes,
+        };
+        self.state
+            .borrow_mut()
+            .files
+            .insert(name.to_string(), Rc::new(RefCell::new(f)));
     }
 
     /// Names of all files.
@@ -296,14 +356,20 @@ impl MemDisk {
 
     /// Total size of all files in bytes.
     pub fn used_bytes(&self) -> u64 {
-        self.state.borrow().files.values().map(|f| f.borrow().live.len() as u64).sum()
+        self.state
+            .borrow()
+            .files
+            .values()
+            .map(|f| f.borrow().live.len() as u64)
+            .sum()
     }
 
     fn check_space(&self, grow_to: u64, current: u64) -> io::Result<()> {
-        if let Some(max) = self.state.borrow().space_bytes_max {
-            if grow_to > current && self.used_bytes() + (grow_to - current) > max {
-                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-            }
+        if let Some(max) = self.state.borrow().space_bytes_max
+            && grow_to > current
+            && self.used_bytes() + (grow_to - current) > max
+        {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         Ok(())
     }
@@ -323,7 +389,10 @@ impl Disk for MemDisk {
                 }
                 None => return Err(io::Error::from(io::ErrorKind::NotFound)),
             };
-            Ok(Rc::new(MemDiskFile { file, disk: self.clone() }) as Rc<dyn DiskFile>)
+            Ok(Rc::new(MemDiskFile {
+                file,
+                disk: self.clone(),
+            }) as Rc<dyn DiskFile>)
         })
     }
 
@@ -368,18 +437,22 @@ impl DiskFile for MemDiskFile {
     }
 
     fn write_at(&self, pos: u64, data: &[u8]) -> IoFuture<'_, ()> {
-        assert!(pos % BLOCK_SIZE == 0 && data.len() as u64 % BLOCK_SIZE == 0, "unaligned DMA write");
+        assert!(
+            pos.is_multiple_of(BLOCK_SIZE) && (data.len() as u64).is_multiple_of(BLOCK_SIZE),
+            "unaligned DMA write"
+        );
         let data = data.to_vec();
         Box::pin(async move {
             let end = pos as usize + data.len();
             let cur = self.file.borrow().live.len() as u64;
             self.disk.check_space(end as u64, cur)?;
-            let mut f = self.file.borrow_mut();
-            if f.live.len() < end {
-                f.live.resize(end, 0);
+            {
+                let mut f = self.file.borrow_mut();
+                if f.live.len() < end {
+                    f.live.resize(end, 0);
+                }
+                f.live[pos as usize..end].copy_from_slice(&data);
             }
-            f.live[pos as usize..end].copy_from_slice(&data);
-            drop(f);
             // The write is done but not durable: give other tasks (and a test's power cut) a turn.
             YieldOnce(false).await;
             Ok(())

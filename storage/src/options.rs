@@ -63,7 +63,7 @@ impl StoreOptions {
         if self.key_bytes_max == 0 || self.batch_keys_max == 0 {
             return bad("key_bytes_max and batch_keys_max must be positive");
         }
-        if self.segment_bytes < 64 * 1024 || self.segment_bytes % 4096 != 0 {
+        if self.segment_bytes < 64 * 1024 || !self.segment_bytes.is_multiple_of(4096) {
             return bad("segment_bytes must be a multiple of 4096 and at least 64 KiB");
         }
         if !(self.compaction_dead_ratio_min > 0.0 && self.compaction_dead_ratio_min < 1.0) {

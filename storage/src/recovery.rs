@@ -22,7 +22,8 @@
 use std::rc::Rc;
 
 use crate::format::{
-    BLOCK_SIZE, FLAG_GROUP_END, Header, HeaderRead, KIND_OPS, RECORD_HEADER_SIZE, access_body, align_up, record_size,
+    BLOCK_SIZE, FLAG_GROUP_END, Header, HeaderRead, KIND_OPS, RECORD_HEADER_SIZE, access_body,
+    align_up, record_size,
 };
 use crate::index::RecordBuf;
 
@@ -57,7 +58,11 @@ pub(crate) enum ScanEnd {
     /// Every segment ended cleanly; the log continues at `(segment index, offset)`.
     Clean { seg_index: usize, offset: u64 },
     /// The group at `(segment index, offset)` is incomplete or damaged.
-    Damaged { seg_index: usize, damage: Damage, torn: bool },
+    Damaged {
+        seg_index: usize,
+        damage: Damage,
+        torn: bool,
+    },
 }
 
 /// A complete, verified commit group, ready to apply.
@@ -83,12 +88,20 @@ pub(crate) fn scan(
         loop {
             let bad = |damage: Damage, group_start: usize, group_seq: u64| {
                 let torn = !valid_group_after(segments, si, group_start, group_seq);
-                ScanEnd::Damaged { seg_index: si, damage, torn }
+                ScanEnd::Damaged {
+                    seg_index: si,
+                    damage,
+                    torn,
+                }
             };
             // Unknown before the first record: fresh logs start at 1, and after compaction a larger
             // guess only makes the verdict "corrupt" (refuse) rather than "torn" (cut), the safe side.
             let expect_seq = next_seq.unwrap_or(1);
-            let damage_at = |pos: usize, e: u32, a: u32| Damage { offset: pos as u64, expected_crc: e, actual_crc: a };
+            let damage_at = |pos: usize, e: u32, a: u32| Damage {
+                offset: pos as u64,
+                expected_crc: e,
+                actual_crc: a,
+            };
             if pos + RECORD_HEADER_SIZE > bytes.len() {
                 if group.is_empty() && bytes[pos.min(bytes.len())..].iter().all(|&b| b == 0) {
                     break;
@@ -100,9 +113,15 @@ pub(crate) fn scan(
             }
             let h = match Header::decode(&bytes[pos..pos + RECORD_HEADER_SIZE]) {
                 HeaderRead::Zero if group.is_empty() => break,
-                HeaderRead::Zero => return bad(damage_at(group_start, 0, 0), group_start, group_seq),
+                HeaderRead::Zero => {
+                    return bad(damage_at(group_start, 0, 0), group_start, group_seq);
+                }
                 HeaderRead::BadCrc { stored, computed } => {
-                    let (start, gseq) = if group.is_empty() { (pos, expect_seq) } else { (group_start, group_seq) };
+                    let (start, gseq) = if group.is_empty() {
+                        (pos, expect_seq)
+                    } else {
+                        (group_start, group_seq)
+                    };
                     return bad(damage_at(pos, stored, computed), start, gseq);
                 }
                 HeaderRead::Ok(h) => h,
@@ -139,15 +158,23 @@ pub(crate) fn scan(
             if h.flags & FLAG_GROUP_END != 0 {
                 report.records += group.len() as u64;
                 report.groups += 1;
-                apply(Group { records: std::mem::take(&mut group) });
+                apply(Group {
+                    records: std::mem::take(&mut group),
+                });
                 pos = align_up(pos, BLOCK_SIZE as usize);
             }
         }
         if si + 1 == segments.len() {
-            return ScanEnd::Clean { seg_index: si, offset: pos as u64 };
+            return ScanEnd::Clean {
+                seg_index: si,
+                offset: pos as u64,
+            };
         }
     }
-    ScanEnd::Clean { seg_index: 0, offset: 0 }
+    ScanEnd::Clean {
+        seg_index: 0,
+        offset: 0,
+    }
 }
 
 /// True if a valid record header of a group later than `group_seq` exists after `start`.
@@ -156,10 +183,10 @@ fn valid_group_after(segments: &[(u32, Vec<u8>)], si: usize, start: usize, group
     for (i, (_, bytes)) in segments.iter().enumerate().skip(si) {
         let mut pos = if i == si { first } else { 0 };
         while pos + RECORD_HEADER_SIZE <= bytes.len() {
-            if let HeaderRead::Ok(h) = Header::decode(&bytes[pos..pos + RECORD_HEADER_SIZE]) {
-                if h.group_seq > group_seq {
-                    return true;
-                }
+            if let HeaderRead::Ok(h) = Header::decode(&bytes[pos..pos + RECORD_HEADER_SIZE])
+                && h.group_seq > group_seq
+            {
+                return true;
             }
             pos += BLOCK_SIZE as usize;
         }
@@ -171,7 +198,8 @@ fn valid_group_after(segments: &[(u32, Vec<u8>)], si: usize, start: usize, group
 pub(crate) fn dirty_end(bytes: &[u8], from: usize) -> usize {
     let last = bytes[from.min(bytes.len())..].iter().rposition(|&b| b != 0);
     match last {
-        Some(i) => align_up(from + i + 1, BLOCK_SIZE as usize).min(align_up(bytes.len(), BLOCK_SIZE as usize)),
+        Some(i) => align_up(from + i + 1, BLOCK_SIZE as usize)
+            .min(align_up(bytes.len(), BLOCK_SIZE as usize)),
         None => from,
     }
 }

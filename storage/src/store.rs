@@ -22,11 +22,13 @@ use std::time::Instant;
 
 use crate::error::{CommitError, OpenError, StorageError};
 use crate::format::{
-    self, BLOCK_SIZE, Body, FLAG_GROUP_END, Header, KIND_OPS, OP_DELETE, OP_DELETE_ALL, OP_PUT, Op, RECORD_HEADER_SIZE,
-    align_up, record_size,
+    self, BLOCK_SIZE, Body, FLAG_GROUP_END, Header, KIND_OPS, OP_DELETE, OP_DELETE_ALL, OP_PUT, Op,
+    RECORD_HEADER_SIZE, align_up, record_size,
 };
-use crate::index::{Index, Loc, ObjectId, RecordBuf, SEG_PENDING, Value, entry_bytes, prefix_successor};
-use crate::io::{DmaDisk, Disk, DiskFile};
+use crate::index::{
+    Index, Loc, ObjectId, RecordBuf, SEG_PENDING, Value, entry_bytes, prefix_successor,
+};
+use crate::io::{Disk, DiskFile, DmaDisk};
 use crate::options::{ListOptions, StoreOptions};
 use crate::recovery::{self, RecoveryReport, ScanEnd};
 
@@ -114,7 +116,9 @@ pub struct Ticket {
 
 impl std::fmt::Debug for Ticket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ticket").field("group", &self.group).finish()
+        f.debug_struct("Ticket")
+            .field("group", &self.group)
+            .finish()
     }
 }
 
@@ -132,10 +136,12 @@ impl Ticket {
             if st.durable_group >= self.group {
                 return Poll::Ready(Ok(()));
             }
-            if let Some((g, reason)) = &st.failed {
-                if self.group >= *g {
-                    return Poll::Ready(Err(CommitError { reason: reason.clone() }));
-                }
+            if let Some((g, reason)) = &st.failed
+                && self.group >= *g
+            {
+                return Poll::Ready(Err(CommitError {
+                    reason: reason.clone(),
+                }));
             }
             st.ticket_wakers.push(cx.waker().clone());
             Poll::Pending
@@ -158,19 +164,34 @@ impl Batch {
 
     /// Adds a put.
     pub fn put(&mut self, obj: &ObjectId, key: &[u8], value: &[u8]) -> &mut Self {
-        self.ops.push(Op { obj: *obj, code: OP_PUT, key: key.to_vec(), value: value.to_vec() });
+        self.ops.push(Op {
+            obj: *obj,
+            code: OP_PUT,
+            key: key.to_vec(),
+            value: value.to_vec(),
+        });
         self
     }
 
     /// Adds a delete of one key.
     pub fn delete(&mut self, obj: &ObjectId, key: &[u8]) -> &mut Self {
-        self.ops.push(Op { obj: *obj, code: OP_DELETE, key: key.to_vec(), value: Vec::new() });
+        self.ops.push(Op {
+            obj: *obj,
+            code: OP_DELETE,
+            key: key.to_vec(),
+            value: Vec::new(),
+        });
         self
     }
 
     /// Adds a delete of every key of an object.
     pub fn delete_all(&mut self, obj: &ObjectId) -> &mut Self {
-        self.ops.push(Op { obj: *obj, code: OP_DELETE_ALL, key: Vec::new(), value: Vec::new() });
+        self.ops.push(Op {
+            obj: *obj,
+            code: OP_DELETE_ALL,
+            key: Vec::new(),
+            value: Vec::new(),
+        });
         self
     }
 
@@ -198,11 +219,18 @@ impl Store {
     }
 
     /// Opens a store on any [`Disk`] (tests use [`crate::MemDisk`]).
-    pub async fn open_with_disk(disk: Rc<dyn Disk>, opts: StoreOptions) -> Result<Store, OpenError> {
+    pub async fn open_with_disk(
+        disk: Rc<dyn Disk>,
+        opts: StoreOptions,
+    ) -> Result<Store, OpenError> {
         opts.validate()?;
         check_manifest(&*disk, &opts).await?;
-        let mut ids: Vec<u32> =
-            disk.list().await?.iter().filter_map(|n| format::parse_segment_name(n)).collect();
+        let mut ids: Vec<u32> = disk
+            .list()
+            .await?
+            .iter()
+            .filter_map(|n| format::parse_segment_name(n))
+            .collect();
         ids.sort_unstable();
         let mut files = Vec::new();
         let mut images = Vec::new();
@@ -231,13 +259,23 @@ impl Store {
             loop_running: false,
             stats: StoreStats::default(),
         };
-        let inner = Rc::new(Inner { disk: disk.clone(), state: RefCell::new(st) });
+        let inner = Rc::new(Inner {
+            disk: disk.clone(),
+            state: RefCell::new(st),
+        });
         let mut report = RecoveryReport::default();
         let mut next_seq = None;
         let end = {
             let mut st = inner.state.borrow_mut();
             for (i, f) in files.iter().enumerate() {
-                st.segs.insert(ids[i], Seg { file: f.clone(), written: 0, live: 0 });
+                st.segs.insert(
+                    ids[i],
+                    Seg {
+                        file: f.clone(),
+                        written: 0,
+                        live: 0,
+                    },
+                );
             }
             recovery::scan(&images, &mut report, &mut next_seq, |g| {
                 for rec in g.records {
@@ -252,7 +290,11 @@ impl Store {
         };
         let (cut_index, cut_offset) = match end {
             ScanEnd::Clean { seg_index, offset } => (seg_index, offset),
-            ScanEnd::Damaged { seg_index, damage, torn } => {
+            ScanEnd::Damaged {
+                seg_index,
+                damage,
+                torn,
+            } => {
                 let (seg_id, bytes) = &images[seg_index];
                 if !torn && !opts.repair_truncate_corrupt {
                     return Err(OpenError::Corrupt {
@@ -283,7 +325,12 @@ impl Store {
         for (i, &id) in ids.iter().enumerate().skip(cut_index + 1) {
             if !images[i].1.iter().all(|&b| b == 0) && report.repaired_corruption.is_none() {
                 // A later segment with data after a clean end: the scan would have reported it.
-                return Err(OpenError::Corrupt { segment: id, offset: 0, expected_crc: 0, actual_crc: 0 });
+                return Err(OpenError::Corrupt {
+                    segment: id,
+                    offset: 0,
+                    expected_crc: 0,
+                    actual_crc: 0,
+                });
             }
             inner.state.borrow_mut().segs.remove(&id);
             disk.remove(&format::segment_name(id)).await?;
@@ -311,14 +358,18 @@ impl Store {
         inner.state.borrow_mut().loop_running = true;
         glommio::spawn_local(commit_loop(Rc::downgrade(&inner))).detach();
         if opts.compaction_enabled {
-            glommio::spawn_local(crate::compaction::compaction_loop(Rc::downgrade(&inner))).detach();
+            glommio::spawn_local(crate::compaction::compaction_loop(Rc::downgrade(&inner)))
+                .detach();
         }
         Ok(Store { inner })
     }
 
     fn check_key(&self, opts: &StoreOptions, key: &[u8]) -> Result<(), StorageError> {
         if key.len() > opts.key_bytes_max {
-            return Err(StorageError::KeyTooLarge { len: key.len(), max: opts.key_bytes_max });
+            return Err(StorageError::KeyTooLarge {
+                len: key.len(),
+                max: opts.key_bytes_max,
+            });
         }
         Ok(())
     }
@@ -333,7 +384,11 @@ impl Store {
     }
 
     /// Reads several keys, in the order given.
-    pub async fn get_many(&self, obj: &ObjectId, keys: &[&[u8]]) -> Result<Vec<Option<Value>>, StorageError> {
+    pub async fn get_many(
+        &self,
+        obj: &ObjectId,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Value>>, StorageError> {
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
             out.push(self.get(obj, k).await?);
@@ -370,16 +425,24 @@ impl Store {
             let st = inner.state.borrow();
             let opts = &st.opts;
             if batch.ops.len() > opts.batch_keys_max {
-                return Err(StorageError::BatchTooLarge { keys: batch.ops.len(), max: opts.batch_keys_max });
+                return Err(StorageError::BatchTooLarge {
+                    keys: batch.ops.len(),
+                    max: opts.batch_keys_max,
+                });
             }
             for op in &batch.ops {
                 self.check_key(opts, &op.key)?;
                 if op.value.len() > opts.value_bytes_max {
-                    return Err(StorageError::ValueTooLarge { len: op.value.len(), max: opts.value_bytes_max });
+                    return Err(StorageError::ValueTooLarge {
+                        len: op.value.len(),
+                        max: opts.value_bytes_max,
+                    });
                 }
             }
             if let Some((_, reason)) = &st.failed {
-                return Err(StorageError::ReadOnly { reason: reason.clone() });
+                return Err(StorageError::ReadOnly {
+                    reason: reason.clone(),
+                });
             }
             if st.closed {
                 return Err(StorageError::Closed);
@@ -389,7 +452,11 @@ impl Store {
     }
 
     /// Lists an object's keys in order within the bounds of `opts`.
-    pub async fn list(&self, obj: &ObjectId, opts: &ListOptions) -> Result<Vec<(Vec<u8>, Value)>, StorageError> {
+    pub async fn list(
+        &self,
+        obj: &ObjectId,
+        opts: &ListOptions,
+    ) -> Result<Vec<(Vec<u8>, Value)>, StorageError> {
         let locs = self.inner.state.borrow().list_locs(obj, opts);
         let mut out = Vec::with_capacity(locs.len());
         for (k, loc) in locs {
@@ -406,7 +473,9 @@ impl Store {
     /// Resolves once every mutation issued so far is durable.
     pub async fn sync(&self) -> Result<(), StorageError> {
         let t = self.inner.last_ticket();
-        t.durable().await.map_err(|e| StorageError::ReadOnly { reason: e.reason })
+        t.durable()
+            .await
+            .map_err(|e| StorageError::ReadOnly { reason: e.reason })
     }
 
     /// Makes everything durable and stops the background tasks. Further mutations fail with
@@ -443,17 +512,26 @@ async fn check_manifest(disk: &dyn Disk, opts: &StoreOptions) -> Result<(), Open
     match disk.read_small(format::MANIFEST_NAME).await? {
         None => {
             let names = disk.list().await?;
-            if names.iter().any(|n| n != &format!("{}.tmp", format::MANIFEST_NAME)) {
-                return Err(OpenError::ForeignDirectory { dir: format!("{names:?}") });
+            if names
+                .iter()
+                .any(|n| n != &format!("{}.tmp", format::MANIFEST_NAME))
+            {
+                return Err(OpenError::ForeignDirectory {
+                    dir: format!("{names:?}"),
+                });
             }
             let m = format::encode_manifest(opts.shard_id, opts.shard_count);
             disk.write_small_atomic(format::MANIFEST_NAME, &m).await?;
             Ok(())
         }
         Some(bytes) => {
-            let m = format::decode_manifest(&bytes).map_err(|detail| OpenError::BadManifest { detail })?;
+            let m = format::decode_manifest(&bytes)
+                .map_err(|detail| OpenError::BadManifest { detail })?;
             if m.version != format::FORMAT_VERSION {
-                return Err(OpenError::IncompatibleVersion { found: m.version, supported: format::FORMAT_VERSION });
+                return Err(OpenError::IncompatibleVersion {
+                    found: m.version,
+                    supported: format::FORMAT_VERSION,
+                });
             }
             if (m.shard_id, m.shard_count) != (opts.shard_id, opts.shard_count) {
                 return Err(OpenError::ShardMismatch {
@@ -472,7 +550,11 @@ async fn new_segment(inner: &Inner, id: u32) -> std::io::Result<Seg> {
     file.allocate(size).await?;
     // The new file's directory entry must be durable before any group in it is acknowledged.
     inner.disk.sync_dir().await?;
-    Ok(Seg { file, written: 0, live: 0 })
+    Ok(Seg {
+        file,
+        written: 0,
+        live: 0,
+    })
 }
 
 /// Applies a record's operations to the index and the live-byte accounting.
@@ -490,14 +572,18 @@ fn apply_record(st: &mut State, rec: &Rc<RecordBuf>) {
                 let v = op.value.as_slice();
                 let start = v.as_ptr() as usize - base;
                 let loc = if seg != SEG_PENDING && v.len() > inline_max {
-                    Loc::Disk { seg, off: rec.body_off.get() + start as u64, len: v.len() as u32 }
+                    Loc::Disk {
+                        seg,
+                        off: rec.body_off.get() + start as u64,
+                        len: v.len() as u32,
+                    }
                 } else {
                     Loc::Mem(Value::in_record(rec.clone(), start..start + v.len()))
                 };
-                if seg != SEG_PENDING {
-                    if let Some(s) = st.segs.get_mut(&seg) {
-                        s.live += entry_bytes(key.len(), v.len());
-                    }
+                if seg != SEG_PENDING
+                    && let Some(s) = st.segs.get_mut(&seg)
+                {
+                    s.live += entry_bytes(key.len(), v.len());
                 }
                 st.index.put(&obj, key, loc).map(|l| vec![(key.len(), l)])
             }
@@ -518,10 +604,10 @@ fn charge_dead(st: &mut State, key_len: usize, loc: &Loc) {
     let bytes = entry_bytes(key_len, loc.value_len());
     match loc.seg() {
         SEG_PENDING => {
-            if let Loc::Mem(v) = loc {
-                if let Some(r) = v.record() {
-                    r.dead_bytes.set(r.dead_bytes.get() + bytes);
-                }
+            if let Loc::Mem(v) = loc
+                && let Some(r) = v.record()
+            {
+                r.dead_bytes.set(r.dead_bytes.get() + bytes);
             }
         }
         seg => {
@@ -534,7 +620,9 @@ fn charge_dead(st: &mut State, key_len: usize, loc: &Loc) {
 
 impl State {
     fn list_locs(&self, obj: &ObjectId, o: &ListOptions) -> Vec<(Vec<u8>, Loc)> {
-        let Some(map) = self.index.objects.get(obj) else { return Vec::new() };
+        let Some(map) = self.index.objects.get(obj) else {
+            return Vec::new();
+        };
         let mut lower: Bound<Vec<u8>> = Bound::Unbounded;
         let mut upper: Bound<Vec<u8>> = Bound::Unbounded;
         let raise = |lower: &mut Bound<Vec<u8>>, b: Bound<Vec<u8>>| {
@@ -573,7 +661,9 @@ impl State {
         }
         // An empty or inverted range would make BTreeMap::range panic; answer it here.
         let empty = match (&lower, &upper) {
-            (Bound::Included(l), Bound::Excluded(u)) | (Bound::Excluded(l), Bound::Excluded(u)) => l >= u,
+            (Bound::Included(l), Bound::Excluded(u)) | (Bound::Excluded(l), Bound::Excluded(u)) => {
+                l >= u
+            }
             _ => false,
         };
         if empty {
@@ -582,7 +672,11 @@ impl State {
         let limit = o.limit.unwrap_or(usize::MAX);
         let range = map.range::<[u8], _>((as_slice_bound(&lower), as_slice_bound(&upper)));
         let pick = |(k, l): (&Vec<u8>, &Loc)| (k.clone(), l.clone());
-        if o.reverse { range.rev().take(limit).map(pick).collect() } else { range.take(limit).map(pick).collect() }
+        if o.reverse {
+            range.rev().take(limit).map(pick).collect()
+        } else {
+            range.take(limit).map(pick).collect()
+        }
     }
 }
 
@@ -608,14 +702,24 @@ impl Inner {
         st.pending.push(rec);
         st.stats.commits += 1;
         wake(&mut st.loop_waker);
-        Ticket { inner: self.clone(), group: st.open_group }
+        Ticket {
+            inner: self.clone(),
+            group: st.open_group,
+        }
     }
 
     /// A ticket that resolves when everything issued so far is durable.
     pub(crate) fn last_ticket(self: &Rc<Self>) -> Ticket {
         let st = self.state.borrow();
-        let group = if st.pending.is_empty() { st.open_group - 1 } else { st.open_group };
-        Ticket { inner: self.clone(), group }
+        let group = if st.pending.is_empty() {
+            st.open_group - 1
+        } else {
+            st.open_group
+        };
+        Ticket {
+            inner: self.clone(),
+            group,
+        }
     }
 
     /// Reads a value from wherever it lives.
@@ -631,7 +735,10 @@ impl Inner {
                         message: format!("segment {seg} is gone"),
                     });
                 };
-                let bytes = file.read_at(off, len as usize).await.map_err(|e| StorageError::io("read", &e))?;
+                let bytes = file
+                    .read_at(off, len as usize)
+                    .await
+                    .map_err(|e| StorageError::io("read", &e))?;
                 if bytes.len() != len as usize {
                     return Err(StorageError::Io {
                         op: "read",
@@ -705,10 +812,15 @@ async fn write_group(inner: &Rc<Inner>, records: &[Rc<RecordBuf>]) -> Result<(),
                 group_seq: seq0,
                 body_crc: crc32c::crc32c(&r.body),
                 kind: KIND_OPS,
-                flags: if i + 1 == records.len() { FLAG_GROUP_END } else { 0 },
+                flags: if i + 1 == records.len() {
+                    FLAG_GROUP_END
+                } else {
+                    0
+                },
             };
             h.encode(&mut buf[pos..pos + RECORD_HEADER_SIZE]);
-            buf[pos + RECORD_HEADER_SIZE..pos + RECORD_HEADER_SIZE + r.body.len()].copy_from_slice(&r.body);
+            buf[pos + RECORD_HEADER_SIZE..pos + RECORD_HEADER_SIZE + r.body.len()]
+                .copy_from_slice(&r.body);
             pos += record_size(r.body.len());
         }
         st.next_seq += records.len() as u64;
@@ -721,7 +833,9 @@ async fn write_group(inner: &Rc<Inner>, records: &[Rc<RecordBuf>]) -> Result<(),
     };
     if need_roll {
         let id = inner.state.borrow().active + 1;
-        let seg = new_segment(inner, id).await.map_err(|e| io_reason("creating a segment", &e))?;
+        let seg = new_segment(inner, id)
+            .await
+            .map_err(|e| io_reason("creating a segment", &e))?;
         let mut st = inner.state.borrow_mut();
         st.segs.insert(id, seg);
         st.active = id;
@@ -731,12 +845,19 @@ async fn write_group(inner: &Rc<Inner>, records: &[Rc<RecordBuf>]) -> Result<(),
         let st = inner.state.borrow();
         (st.segs[&st.active].file.clone(), st.write_pos, st.active)
     };
-    file.write_at(pos, &buf).await.map_err(|e| io_reason("write", &e))?;
+    file.write_at(pos, &buf)
+        .await
+        .map_err(|e| io_reason("write", &e))?;
     let t0 = Instant::now();
-    file.fdatasync().await.map_err(|e| io_reason("fdatasync", &e))?;
+    file.fdatasync()
+        .await
+        .map_err(|e| io_reason("fdatasync", &e))?;
     let ns = t0.elapsed().as_nanos() as u64;
     let mut st = inner.state.borrow_mut();
-    assert_eq!(st.write_pos, pos, "only the commit loop moves the write position");
+    assert_eq!(
+        st.write_pos, pos,
+        "only the commit loop moves the write position"
+    );
     st.write_pos = pos + buf.len() as u64;
     let inline_max = st.opts.value_inline_bytes_max;
     let mut off = pos;
@@ -771,21 +892,37 @@ async fn write_group(inner: &Rc<Inner>, records: &[Rc<RecordBuf>]) -> Result<(),
 
 fn record_live_bytes(r: &RecordBuf) -> u64 {
     let body = format::access_body(&r.body).expect("own record");
-    body.ops.iter().filter(|o| o.code == OP_PUT).map(|o| entry_bytes(o.key.len(), o.value.len())).sum()
+    body.ops
+        .iter()
+        .filter(|o| o.code == OP_PUT)
+        .map(|o| entry_bytes(o.key.len(), o.value.len()))
+        .sum()
 }
 
 /// Once durable, large values leave memory: their index entries point at the disk instead.
 fn spill_large_values(st: &mut State, r: &Rc<RecordBuf>, inline_max: usize) {
     let body = format::access_body(&r.body).expect("own record");
-    for op in body.ops.iter().filter(|o| o.code == OP_PUT && o.value.len() > inline_max) {
+    for op in body
+        .ops
+        .iter()
+        .filter(|o| o.code == OP_PUT && o.value.len() > inline_max)
+    {
         let obj: ObjectId = op.obj;
-        let Some(map) = st.index.objects.get_mut(&obj) else { continue };
-        let Some(slot) = map.get_mut(op.key.as_slice()) else { continue };
-        if let Loc::Mem(v) = slot {
-            if v.record().is_some_and(|vr| Rc::ptr_eq(vr, r)) {
-                let range = v.range();
-                *slot = Loc::Disk { seg: r.seg.get(), off: r.body_off.get() + range.start as u64, len: range.len() as u32 };
-            }
+        let Some(map) = st.index.objects.get_mut(&obj) else {
+            continue;
+        };
+        let Some(slot) = map.get_mut(op.key.as_slice()) else {
+            continue;
+        };
+        if let Loc::Mem(v) = slot
+            && v.record().is_some_and(|vr| Rc::ptr_eq(vr, r))
+        {
+            let range = v.range();
+            *slot = Loc::Disk {
+                seg: r.seg.get(),
+                off: r.body_off.get() + range.start as u64,
+                len: range.len() as u32,
+            };
         }
     }
 }
@@ -827,7 +964,12 @@ pub(crate) mod internal {
 
     /// True if the entry still lives where compaction found it.
     pub(crate) fn still_at(inner: &Inner, obj: &ObjectId, key: &[u8], seg: u32) -> bool {
-        inner.state().borrow().index.get(obj, key).is_some_and(|l| l.seg() == seg)
+        inner
+            .state()
+            .borrow()
+            .index
+            .get(obj, key)
+            .is_some_and(|l| l.seg() == seg)
     }
 
     pub(crate) fn step_bytes(inner: &Inner) -> u64 {

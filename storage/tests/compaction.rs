@@ -21,7 +21,10 @@ fn overwriting_a_small_key_set_keeps_disk_use_within_twice_the_live_data_plus_on
     run(|| async {
         let disk = MemDisk::new();
         let segment_bytes = 64 * 1024;
-        let opts = StoreOptions { segment_bytes, ..StoreOptions::default() };
+        let opts = StoreOptions {
+            segment_bytes,
+            ..StoreOptions::default()
+        };
         let s = open_mem(&disk, opts.clone()).await;
         let keys = 20u64;
         let value = vec![5u8; 1000];
@@ -43,11 +46,18 @@ fn overwriting_a_small_key_set_keeps_disk_use_within_twice_the_live_data_plus_on
         settle(&s).await;
         let st = s.stats();
         assert!(st.segments_compacted > 10, "{st:?}");
-        assert!(disk.used_bytes() <= 2 * live + segment_bytes + 4096, "{} bytes, {st:?}", disk.used_bytes());
+        assert!(
+            disk.used_bytes() <= 2 * live + segment_bytes + 4096,
+            "{} bytes, {st:?}",
+            disk.used_bytes()
+        );
         s.close().await.unwrap();
         let s = open_mem(&disk, opts).await;
         for k in 0..keys {
-            assert_eq!(&*s.get(&obj(1), &k.to_be_bytes()).await.unwrap().unwrap(), &value[..]);
+            assert_eq!(
+                &*s.get(&obj(1), &k.to_be_bytes()).await.unwrap().unwrap(),
+                &value[..]
+            );
         }
     });
 }
@@ -56,7 +66,10 @@ fn overwriting_a_small_key_set_keeps_disk_use_within_twice_the_live_data_plus_on
 fn compaction_never_resurrects_a_deleted_key() {
     run(|| async {
         let disk = MemDisk::new();
-        let opts = StoreOptions { segment_bytes: 64 * 1024, ..StoreOptions::default() };
+        let opts = StoreOptions {
+            segment_bytes: 64 * 1024,
+            ..StoreOptions::default()
+        };
         let s = open_mem(&disk, opts.clone()).await;
         let _ = s.put(&obj(1), b"gone", b"old").unwrap();
         let _ = s.put(&obj(2), b"all-gone", b"old").unwrap();
@@ -73,7 +86,14 @@ fn compaction_never_resurrects_a_deleted_key() {
         s.sync().await.unwrap();
         settle(&s).await;
         assert!(s.stats().segments_compacted > 0);
-        let r = open_mem(&disk.power_loss(), StoreOptions { compaction_enabled: false, ..opts }).await;
+        let r = open_mem(
+            &disk.power_loss(),
+            StoreOptions {
+                compaction_enabled: false,
+                ..opts
+            },
+        )
+        .await;
         assert!(r.get(&obj(1), b"gone").await.unwrap().is_none());
         assert!(r.objects(None, 10) == vec![obj(3)]);
     });

@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use cairn_storage::{Batch, ListOptions, MemDisk, Store, StoreOptions};
-use common::{obj, open_mem, run, small_opts};
+use common::{obj, open_mem, run};
 
 /// A small xorshift generator: deterministic from its seed, no dependency.
 struct Rng(u64);
@@ -39,9 +39,16 @@ impl Rng {
 }
 
 fn seed() -> u64 {
-    let s = std::env::var("CAIRN_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
+    let s = std::env::var("CAIRN_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
     println!("seed = {s} (CAIRN_CRASH_SEED={s} reproduces)");
     s
 }
@@ -52,7 +59,11 @@ fn batch(id: u64) -> Batch {
     let mut b = Batch::new();
     for p in 0..PARTS {
         let o = obj((id % 3) as u8);
-        b.put(&o, format!("{id:010}/{p}").as_bytes(), format!("batch {id} part {p}").as_bytes());
+        b.put(
+            &o,
+            format!("{id:010}/{p}").as_bytes(),
+            format!("batch {id} part {p}").as_bytes(),
+        );
     }
     b
 }
@@ -64,12 +75,18 @@ async fn whole_batches(s: &Store) -> Vec<u64> {
         for (k, v) in s.list(&obj(o), &ListOptions::default()).await.unwrap() {
             let id: u64 = std::str::from_utf8(&k[..10]).unwrap().parse().unwrap();
             let p = &k[11..];
-            assert_eq!(&*v, format!("batch {id} part {}", std::str::from_utf8(p).unwrap()).as_bytes());
+            assert_eq!(
+                &*v,
+                format!("batch {id} part {}", std::str::from_utf8(p).unwrap()).as_bytes()
+            );
             *parts.entry(id).or_default() += 1;
         }
     }
     for (id, n) in &parts {
-        assert_eq!(*n, PARTS, "batch {id} is present in part ({n} of {PARTS} keys)");
+        assert_eq!(
+            *n, PARTS,
+            "batch {id} is present in part ({n} of {PARTS} keys)"
+        );
     }
     parts.into_keys().collect()
 }
@@ -81,7 +98,10 @@ fn power_loss_at_random_moments_loses_no_acknowledged_batch() {
         let mut rng = Rng(seed);
         for round in 0..60 {
             let disk = MemDisk::new();
-            let opts = StoreOptions { segment_bytes: 64 * 1024, ..StoreOptions::default() };
+            let opts = StoreOptions {
+                segment_bytes: 64 * 1024,
+                ..StoreOptions::default()
+            };
             let s = open_mem(&disk, opts.clone()).await;
             let acked = Rc::new(RefCell::new(Vec::new()));
             let next = Rc::new(Cell::new(0u64));
@@ -114,7 +134,10 @@ fn power_loss_at_random_moments_loses_no_acknowledged_batch() {
             let r = open_mem(&image, opts).await;
             let present = whole_batches(&r).await;
             for id in &acked_now {
-                assert!(present.contains(id), "round {round}: acknowledged batch {id} was lost (seed {seed})");
+                assert!(
+                    present.contains(id),
+                    "round {round}: acknowledged batch {id} was lost (seed {seed})"
+                );
             }
         }
     });
@@ -124,7 +147,10 @@ struct YieldNow(bool);
 
 impl std::future::Future for YieldNow {
     type Output = ();
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
         if self.0 {
             return std::task::Poll::Ready(());
         }
@@ -140,33 +166,63 @@ fn power_loss_during_compaction_loses_nothing() {
     run(move || async move {
         let mut rng = Rng(seed);
         let disk = MemDisk::new();
-        let opts = StoreOptions { segment_bytes: 64 * 1024, compaction_step_bytes: 4096, ..StoreOptions::default() };
+        let opts = StoreOptions {
+            segment_bytes: 64 * 1024,
+            compaction_step_bytes: 4096,
+            ..StoreOptions::default()
+        };
         let s = open_mem(&disk, opts.clone()).await;
         let mut latest = BTreeMap::new();
         for i in 0..3000u64 {
             let k = rng.below(20);
             let v = format!("{i}-{}", "x".repeat(200));
-            s.put(&obj(1), &k.to_be_bytes(), v.as_bytes()).unwrap().durable().await.unwrap();
+            s.put(&obj(1), &k.to_be_bytes(), v.as_bytes())
+                .unwrap()
+                .durable()
+                .await
+                .unwrap();
             latest.insert(k, v);
             if i % 97 == 0 {
-                let r = open_mem(&disk.power_loss(), StoreOptions { compaction_enabled: false, ..opts.clone() }).await;
+                let r = open_mem(
+                    &disk.power_loss(),
+                    StoreOptions {
+                        compaction_enabled: false,
+                        ..opts.clone()
+                    },
+                )
+                .await;
                 for (k, v) in &latest {
                     let got = r.get(&obj(1), &k.to_be_bytes()).await.unwrap();
-                    assert_eq!(got.as_deref(), Some(v.as_bytes()), "key {k} after {i} puts (seed {seed})");
+                    assert_eq!(
+                        got.as_deref(),
+                        Some(v.as_bytes()),
+                        "key {k} after {i} puts (seed {seed})"
+                    );
                 }
             }
         }
-        assert!(s.stats().segments_compacted > 0, "compaction should have run");
+        assert!(
+            s.stats().segments_compacted > 0,
+            "compaction should have run"
+        );
     });
 }
 
 /// The child side of `sigkill_*`: writes batches forever, printing each acknowledged id.
 #[test]
 fn crash_child() {
-    let Some(dir) = std::env::var_os("CAIRN_CRASH_CHILD_DIR") else { return };
-    let start: u64 = std::env::var("CAIRN_CRASH_CHILD_START").unwrap().parse().unwrap();
+    let Some(dir) = std::env::var_os("CAIRN_CRASH_CHILD_DIR") else {
+        return;
+    };
+    let start: u64 = std::env::var("CAIRN_CRASH_CHILD_START")
+        .unwrap()
+        .parse()
+        .unwrap();
     run(move || async move {
-        let opts = StoreOptions { segment_bytes: 256 * 1024, ..StoreOptions::default() };
+        let opts = StoreOptions {
+            segment_bytes: 256 * 1024,
+            ..StoreOptions::default()
+        };
         let s = Store::open(std::path::Path::new(&dir), opts).await.unwrap();
         let next = Rc::new(Cell::new(start));
         let mut tasks = Vec::new();
@@ -181,7 +237,7 @@ fn crash_child() {
                 }
             }));
         }
-        for t in tasks {
+        if let Some(t) = tasks.into_iter().next() {
             t.await;
         }
     });
@@ -191,7 +247,10 @@ fn crash_child() {
 fn sigkill_at_random_moments_loses_no_acknowledged_batch() {
     let seed = seed();
     let mut rng = Rng(seed);
-    let cycles: u64 = std::env::var("CAIRN_CRASH_CYCLES").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let cycles: u64 = std::env::var("CAIRN_CRASH_CYCLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     let dir = std::env::temp_dir().join(format!("cairn-crash-{}-{seed}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut acked_all: Vec<u64> = Vec::new();
@@ -199,7 +258,13 @@ fn sigkill_at_random_moments_loses_no_acknowledged_batch() {
     let started = Instant::now();
     for cycle in 0..cycles {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads", "1"])
+            .args([
+                "--exact",
+                "crash_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env("CAIRN_CRASH_CHILD_DIR", &dir)
             .env("CAIRN_CRASH_CHILD_START", next_start.to_string())
             .stdout(Stdio::piped())
@@ -226,18 +291,30 @@ fn sigkill_at_random_moments_loses_no_acknowledged_batch() {
         let d = dir.clone();
         let acked = acked_all.clone();
         run(move || async move {
-            let s = Store::open(&d, StoreOptions { segment_bytes: 256 * 1024, ..StoreOptions::default() })
-                .await
-                .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e} (seed {seed})"));
+            let s = Store::open(
+                &d,
+                StoreOptions {
+                    segment_bytes: 256 * 1024,
+                    ..StoreOptions::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e} (seed {seed})"));
             let present = whole_batches(&s).await;
             let present: std::collections::BTreeSet<u64> = present.into_iter().collect();
             for id in &acked {
-                assert!(present.contains(id), "cycle {cycle}: acknowledged batch {id} lost (seed {seed})");
+                assert!(
+                    present.contains(id),
+                    "cycle {cycle}: acknowledged batch {id} lost (seed {seed})"
+                );
             }
         });
         println!("cycle {cycle}: {} acked so far", acked_all.len());
     }
     println!("{cycles} kill cycles in {:?}", started.elapsed());
-    assert!(!acked_all.is_empty(), "the child never acknowledged anything");
+    assert!(
+        !acked_all.is_empty(),
+        "the child never acknowledged anything"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -20,7 +20,11 @@ async fn log_of_groups(n: usize) -> (MemDisk, Vec<(usize, usize)>) {
         starts.push(s.stats().bytes_written as usize);
         let mut b = cairn_storage::Batch::new();
         for part in ["a", "b", "c"] {
-            b.put(&obj(1), format!("{i:03}/{part}").as_bytes(), format!("value {i} {part}").as_bytes());
+            b.put(
+                &obj(1),
+                format!("{i:03}/{part}").as_bytes(),
+                format!("value {i} {part}").as_bytes(),
+            );
         }
         s.commit(b).unwrap().durable().await.unwrap();
     }
@@ -28,7 +32,12 @@ async fn log_of_groups(n: usize) -> (MemDisk, Vec<(usize, usize)>) {
     let bytes = disk.file_bytes(SEG).unwrap();
     let groups = starts
         .windows(2)
-        .map(|w| (w[0], w[0] + bytes[w[0]..w[1]].iter().rposition(|&b| b != 0).unwrap() + 1))
+        .map(|w| {
+            (
+                w[0],
+                w[0] + bytes[w[0]..w[1]].iter().rposition(|&b| b != 0).unwrap() + 1,
+            )
+        })
         .collect();
     (disk, groups)
 }
@@ -70,14 +79,21 @@ fn a_log_cut_at_any_byte_of_its_last_groups_keeps_exactly_the_complete_groups() 
             let truncated = bytes[..cut].to_vec();
             // Truncation also drops zero bytes that belong to a body; zeroing them changes nothing.
             let body_end = |g: usize| {
-                let len = u32::from_le_bytes(bytes[groups[g].0 + 4..groups[g].0 + 8].try_into().unwrap());
+                let len =
+                    u32::from_le_bytes(bytes[groups[g].0 + 4..groups[g].0 + 8].try_into().unwrap());
                 groups[g].0 + 32 + len as usize
             };
-            let want_truncated: Vec<usize> = (0..groups.len()).filter(|&g| body_end(g) <= cut).collect();
+            let want_truncated: Vec<usize> =
+                (0..groups.len()).filter(|&g| body_end(g) <= cut).collect();
             for (image, want) in [(zeroed, &want), (truncated, &want_truncated)] {
-                let inside_group = groups.iter().enumerate().any(|(g, &(a, _))| cut > a && !want.contains(&g));
+                let inside_group = groups
+                    .iter()
+                    .enumerate()
+                    .any(|(g, &(a, _))| cut > a && !want.contains(&g));
                 let d = disk_with_segment(&disk, image);
-                let s = Store::open_with_disk(Rc::new(d), small_opts()).await.unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+                let s = Store::open_with_disk(Rc::new(d), small_opts())
+                    .await
+                    .unwrap_or_else(|e| panic!("cut {cut}: {e}"));
                 assert_eq!(&batches_present(&s).await, want, "cut at byte {cut}");
                 let torn = s.stats().recovery.torn_tail;
                 assert_eq!(torn.is_some(), inside_group, "cut at byte {cut}: {torn:?}");
@@ -95,8 +111,15 @@ fn writes_after_a_torn_tail_are_recovered_on_the_next_open() {
         bytes[cut..].fill(0);
         let d = disk_with_segment(&disk, bytes);
         let s = open_mem(&d, small_opts()).await;
-        assert_eq!(s.stats().recovery.torn_tail.map(|t| t.1), Some(groups[3].0 as u64));
-        s.put(&obj(1), b"999/a", b"x").unwrap().durable().await.unwrap();
+        assert_eq!(
+            s.stats().recovery.torn_tail.map(|t| t.1),
+            Some(groups[3].0 as u64)
+        );
+        s.put(&obj(1), b"999/a", b"x")
+            .unwrap()
+            .durable()
+            .await
+            .unwrap();
         let s = open_mem(&d.power_loss(), small_opts()).await;
         assert!(s.get(&obj(1), b"999/a").await.unwrap().is_some());
         assert_eq!(s.stats().recovery.torn_tail, None);
@@ -111,7 +134,12 @@ fn a_flipped_bit_in_an_earlier_record_body_is_reported_with_its_location() {
         bytes[groups[2].0 + 40] ^= 0x10;
         let r = Store::open_with_disk(Rc::new(disk_with_segment(&disk, bytes)), small_opts()).await;
         match r {
-            Err(OpenError::Corrupt { segment: 1, offset, expected_crc, actual_crc }) => {
+            Err(OpenError::Corrupt {
+                segment: 1,
+                offset,
+                expected_crc,
+                actual_crc,
+            }) => {
                 assert_eq!(offset, groups[2].0 as u64);
                 assert_ne!(expected_crc, actual_crc);
             }
@@ -128,7 +156,10 @@ fn a_flipped_bit_in_an_earlier_record_header_is_reported_with_its_location() {
         bytes[groups[1].0 + 5] ^= 1;
         let r = Store::open_with_disk(Rc::new(disk_with_segment(&disk, bytes)), small_opts()).await;
         let e = r.err().expect("corruption must stop the open");
-        assert!(matches!(e, OpenError::Corrupt { segment: 1, offset, .. } if offset == groups[1].0 as u64), "{e}");
+        assert!(
+            matches!(e, OpenError::Corrupt { segment: 1, offset, .. } if offset == groups[1].0 as u64),
+            "{e}"
+        );
         assert!(e.to_string().contains("segment 1"), "{e}");
     });
 }
@@ -139,14 +170,24 @@ fn the_repair_option_cuts_the_log_at_the_corruption() {
         let (disk, groups) = log_of_groups(6).await;
         let mut bytes = disk.file_bytes(SEG).unwrap();
         bytes[groups[2].0 + 40] ^= 0x10;
-        let opts = StoreOptions { repair_truncate_corrupt: true, ..small_opts() };
+        let opts = StoreOptions {
+            repair_truncate_corrupt: true,
+            ..small_opts()
+        };
         let d = disk_with_segment(&disk, bytes);
         let s = open_mem(&d, opts).await;
         assert_eq!(batches_present(&s).await, vec![0, 1]);
-        assert_eq!(s.stats().recovery.repaired_corruption, Some((1, groups[2].0 as u64)));
+        assert_eq!(
+            s.stats().recovery.repaired_corruption,
+            Some((1, groups[2].0 as u64))
+        );
         drop(s);
         let s = open_mem(&d, small_opts()).await;
-        assert_eq!(batches_present(&s).await, vec![0, 1], "the repaired log opens without the option");
+        assert_eq!(
+            batches_present(&s).await,
+            vec![0, 1],
+            "the repaired log opens without the option"
+        );
     });
 }
 
@@ -158,7 +199,18 @@ fn the_committed_corrupt_segment_fixture_is_refused() {
         d.set_file_bytes("MANIFEST", std::fs::read(dir.join("MANIFEST")).unwrap());
         d.set_file_bytes(SEG, std::fs::read(dir.join(SEG)).unwrap());
         let r = Store::open_with_disk(Rc::new(d), small_opts()).await;
-        assert!(matches!(r, Err(OpenError::Corrupt { segment: 1, offset: 8192, .. })), "{:?}", r.err());
+        assert!(
+            matches!(
+                r,
+                Err(OpenError::Corrupt {
+                    segment: 1,
+                    offset: 8192,
+                    ..
+                })
+            ),
+            "{:?}",
+            r.err()
+        );
     });
 }
 
@@ -177,6 +229,10 @@ fn write_fixtures() {
             std::fs::write(dir.join("MANIFEST"), disk.file_bytes("MANIFEST").unwrap()).unwrap();
             std::fs::write(dir.join(SEG), &bytes).unwrap();
         }
-        assert_eq!(std::fs::read(dir.join(SEG)).unwrap(), bytes, "fixture drifted from the format");
+        assert_eq!(
+            std::fs::read(dir.join(SEG)).unwrap(),
+            bytes,
+            "fixture drifted from the format"
+        );
     });
 }

@@ -24,11 +24,17 @@ where
 
 /// Options small enough that tests cross segment boundaries.
 pub fn small_opts() -> StoreOptions {
-    StoreOptions { segment_bytes: 64 * 1024, compaction_enabled: false, ..StoreOptions::default() }
+    StoreOptions {
+        segment_bytes: 64 * 1024,
+        compaction_enabled: false,
+        ..StoreOptions::default()
+    }
 }
 
 pub async fn open_mem(disk: &MemDisk, opts: StoreOptions) -> Store {
-    Store::open_with_disk(Rc::new(disk.clone()), opts).await.expect("open store")
+    Store::open_with_disk(Rc::new(disk.clone()), opts)
+        .await
+        .expect("open store")
 }
 
 pub fn obj(n: u8) -> ObjectId {
