@@ -168,6 +168,10 @@ pub(crate) struct Body {
     pub(crate) ops: Vec<Op>,
 }
 
+// The archived layout is part of the on-disk format (docs/STORAGE-FORMAT.md): pin its sizes.
+const _: () = assert!(std::mem::size_of::<ArchivedOp>() == 52);
+const _: () = assert!(std::mem::size_of::<ArchivedBody>() == 8);
+
 /// An archived body in 16-byte aligned memory.
 pub(crate) type BodyBytes = rkyv::util::AlignedVec<RECORD_ALIGN>;
 

@@ -30,6 +30,7 @@
 
 #![forbid(unsafe_code)]
 
+mod checkpoint;
 mod compaction;
 mod error;
 mod format;

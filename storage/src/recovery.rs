@@ -42,6 +42,8 @@ pub struct RecoveryReport {
     pub torn_tail: Option<(u32, u64, u64)>,
     /// Corruption cut because `repair_truncate_corrupt` was set: `(segment, offset)`.
     pub repaired_corruption: Option<(u32, u64)>,
+    /// Entries loaded from a checkpoint (then only the log after it was scanned), if one was used.
+    pub checkpoint_entries: Option<u64>,
 }
 
 /// A damaged record slot.
@@ -74,6 +76,7 @@ pub(crate) struct Group {
 /// Never panics on disk contents.
 pub(crate) fn scan(
     segments: &[(u32, Vec<u8>)],
+    start_offset: usize,
     report: &mut RecoveryReport,
     next_seq: &mut Option<u64>,
     mut apply: impl FnMut(Group),
@@ -81,7 +84,7 @@ pub(crate) fn scan(
     for (si, (seg_id, bytes)) in segments.iter().enumerate() {
         report.segments += 1;
         report.bytes_scanned += bytes.len() as u64;
-        let mut pos = 0usize;
+        let mut pos = if si == 0 { start_offset } else { 0 };
         let mut group: Vec<Rc<RecordBuf>> = Vec::new();
         let mut group_start = 0usize;
         let mut group_seq = 0u64;

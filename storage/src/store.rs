@@ -20,6 +20,7 @@ use std::rc::{Rc, Weak};
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
+use crate::checkpoint;
 use crate::error::{CommitError, OpenError, StorageError};
 use crate::format::{
     self, BLOCK_SIZE, Body, FLAG_GROUP_END, Header, KIND_OPS, OP_DELETE, OP_DELETE_ALL, OP_PUT, Op,
@@ -232,6 +233,15 @@ impl Store {
             .filter_map(|n| format::parse_segment_name(n))
             .collect();
         ids.sort_unstable();
+        let ckpt = load_checkpoint(&*disk, &ids).await?;
+        // Segments wholly before the checkpoint's tail are not scanned, only opened for reads.
+        let mut before = Vec::new();
+        if let Some(c) = &ckpt {
+            for &id in ids.iter().filter(|&&id| id < c.tail_seg) {
+                before.push((id, disk.open(&format::segment_name(id), false).await?));
+            }
+            ids.retain(|&id| id >= c.tail_seg);
+        }
         let mut files = Vec::new();
         let mut images = Vec::new();
         for &id in &ids {
@@ -264,10 +274,46 @@ impl Store {
             state: RefCell::new(st),
         });
         let mut report = RecoveryReport::default();
-        let mut next_seq = None;
+        let mut next_seq = ckpt.as_ref().map(|c| c.next_seq);
+        let start_offset = ckpt.as_ref().map_or(0, |c| c.tail_off as usize);
         let end = {
             let mut st = inner.state.borrow_mut();
+            if let Some(c) = ckpt {
+                report.checkpoint_entries = Some(c.entries.len() as u64);
+                for (id, file) in before {
+                    st.segs.insert(
+                        id,
+                        Seg {
+                            file,
+                            written: 0,
+                            live: 0,
+                        },
+                    );
+                }
+                for (id, file) in ids.iter().zip(&files) {
+                    st.segs.insert(
+                        *id,
+                        Seg {
+                            file: file.clone(),
+                            written: 0,
+                            live: 0,
+                        },
+                    );
+                }
+                for (id, written, live) in c.segs {
+                    if let Some(s) = st.segs.get_mut(&id) {
+                        s.written = written;
+                        s.live = live;
+                    }
+                }
+                for (obj, key, loc) in c.entries {
+                    st.index.put(&obj, &key, loc);
+                }
+            }
             for (i, f) in files.iter().enumerate() {
+                if st.segs.contains_key(&ids[i]) {
+                    continue;
+                }
                 st.segs.insert(
                     ids[i],
                     Seg {
@@ -277,7 +323,7 @@ impl Store {
                     },
                 );
             }
-            recovery::scan(&images, &mut report, &mut next_seq, |g| {
+            recovery::scan(&images, start_offset, &mut report, &mut next_seq, |g| {
                 for rec in g.records {
                     let size = record_size(rec.body.len()) as u64;
                     let seg = rec.seg.get();
@@ -482,11 +528,22 @@ impl Store {
     /// `StorageError::Closed`; reads keep working on remaining handles.
     pub async fn close(self) -> Result<(), StorageError> {
         self.sync().await?;
-        let mut st = self.inner.state.borrow_mut();
-        st.closed = true;
-        wake(&mut st.loop_waker);
-        wake(&mut st.compact_waker);
-        Ok(())
+        {
+            let mut st = self.inner.state.borrow_mut();
+            st.closed = true;
+            wake(&mut st.compact_waker);
+        }
+        // Mutations are refused from here on; this waits for anything issued before.
+        self.sync().await?;
+        let bytes = {
+            let mut st = self.inner.state.borrow_mut();
+            wake(&mut st.loop_waker);
+            checkpoint::encode(&st.checkpoint())
+        };
+        let disk = self.inner.disk.clone();
+        disk.write_small_atomic(checkpoint::CHECKPOINT_NAME, &bytes)
+            .await
+            .map_err(|e| StorageError::io("writing the checkpoint", &e))
     }
 
     /// Counters, gauges, and the read-only reason if any.
@@ -542,6 +599,29 @@ async fn check_manifest(disk: &dyn Disk, opts: &StoreOptions) -> Result<(), Open
             Ok(())
         }
     }
+}
+
+/// Loads and then deletes the checkpoint, if there is a usable one. A checkpoint naming a
+/// segment that is not on disk is ignored (a full scan is always correct).
+async fn load_checkpoint(
+    disk: &dyn Disk,
+    ids: &[u32],
+) -> Result<Option<checkpoint::Checkpoint>, OpenError> {
+    let Some(bytes) = disk.read_small(checkpoint::CHECKPOINT_NAME).await? else {
+        return Ok(None);
+    };
+    // Deleted before anything else happens: compaction may remove segments it refers to.
+    disk.remove(checkpoint::CHECKPOINT_NAME).await?;
+    disk.sync_dir().await?;
+    let Some(c) = checkpoint::decode(&bytes) else {
+        return Ok(None);
+    };
+    let known = |seg: u32| ids.binary_search(&seg).is_ok();
+    let entries_ok = c.entries.iter().all(|(_, _, l)| match l {
+        Loc::Disk { seg, .. } => known(*seg),
+        Loc::Mem(_) => true,
+    });
+    Ok((known(c.tail_seg) && entries_ok).then_some(c))
 }
 
 async fn new_segment(inner: &Inner, id: u32) -> std::io::Result<Seg> {
@@ -619,6 +699,31 @@ fn charge_dead(st: &mut State, key_len: usize, loc: &Loc) {
 }
 
 impl State {
+    /// A snapshot of the index for the checkpoint. Only called with nothing pending.
+    fn checkpoint(&self) -> checkpoint::Checkpoint {
+        assert!(
+            self.pending.is_empty(),
+            "checkpoint taken with writes pending"
+        );
+        let mut entries = Vec::new();
+        for (obj, map) in &self.index.objects {
+            for (k, l) in map {
+                entries.push((*obj, k.clone(), l.clone()));
+            }
+        }
+        checkpoint::Checkpoint {
+            tail_seg: self.active,
+            tail_off: self.write_pos,
+            next_seq: self.next_seq,
+            segs: self
+                .segs
+                .iter()
+                .map(|(id, s)| (*id, s.written, s.live))
+                .collect(),
+            entries,
+        }
+    }
+
     fn list_locs(&self, obj: &ObjectId, o: &ListOptions) -> Vec<(Vec<u8>, Loc)> {
         let Some(map) = self.index.objects.get(obj) else {
             return Vec::new();

@@ -236,3 +236,65 @@ fn write_fixtures() {
         );
     });
 }
+
+#[test]
+fn a_clean_close_writes_a_checkpoint_and_the_next_open_scans_only_the_tail() {
+    run(|| async {
+        let disk = MemDisk::new();
+        let opts = StoreOptions {
+            value_inline_bytes_max: 50,
+            ..small_opts()
+        };
+        let s = open_mem(&disk, opts.clone()).await;
+        for i in 0..200u32 {
+            let _ = s
+                .put(
+                    &obj(1),
+                    &i.to_be_bytes(),
+                    &vec![i as u8; (i % 120) as usize],
+                )
+                .unwrap();
+        }
+        let _ = s.delete(&obj(1), &7u32.to_be_bytes()).unwrap();
+        s.close().await.unwrap();
+        assert!(disk.file_names().contains(&"CHECKPOINT".to_string()));
+        let s = open_mem(&disk, opts.clone()).await;
+        let r = s.stats().recovery;
+        assert_eq!((r.checkpoint_entries, r.records), (Some(199), 0), "{r:?}");
+        assert!(
+            !disk.file_names().contains(&"CHECKPOINT".to_string()),
+            "used once, then removed"
+        );
+        s.put(&obj(1), b"after", b"x")
+            .unwrap()
+            .durable()
+            .await
+            .unwrap();
+        // Abrupt stop now: no checkpoint, so the next open scans everything.
+        let s = open_mem(&disk.power_loss(), opts).await;
+        assert_eq!(s.stats().recovery.checkpoint_entries, None);
+        for i in 0..200u32 {
+            let got = s.get(&obj(1), &i.to_be_bytes()).await.unwrap();
+            let want = (i != 7).then(|| vec![i as u8; (i % 120) as usize]);
+            assert_eq!(got.map(|v| v.to_vec()), want, "key {i}");
+        }
+        assert!(s.get(&obj(1), b"after").await.unwrap().is_some());
+    });
+}
+
+#[test]
+fn a_damaged_checkpoint_falls_back_to_a_full_scan() {
+    run(|| async {
+        let disk = MemDisk::new();
+        let s = open_mem(&disk, small_opts()).await;
+        let _ = s.put(&obj(1), b"k", b"v").unwrap();
+        s.close().await.unwrap();
+        let mut c = disk.file_bytes("CHECKPOINT").unwrap();
+        let last = c.len() - 1;
+        c[last] ^= 1;
+        disk.set_file_bytes("CHECKPOINT", c);
+        let s = open_mem(&disk, small_opts()).await;
+        assert_eq!(s.stats().recovery.checkpoint_entries, None);
+        assert_eq!(&*s.get(&obj(1), b"k").await.unwrap().unwrap(), b"v");
+    });
+}
