@@ -27,6 +27,10 @@ pub(crate) struct RecordBuf {
     pub(crate) body_off: Cell<u64>,
     /// Bytes of this record's operations already superseded while it was pending.
     pub(crate) dead_bytes: Cell<u64>,
+    /// Bytes its puts are charged for (`entry_bytes`), counted once when it is made.
+    pub(crate) put_bytes: u64,
+    /// True if a put's value is larger than the inline limit (it leaves memory once durable).
+    pub(crate) has_large: bool,
 }
 
 #[derive(Clone, Debug)]

@@ -25,7 +25,7 @@ use crate::format::{
     BLOCK_SIZE, FLAG_GROUP_END, Header, HeaderRead, KIND_OPS, RECORD_HEADER_SIZE, access_body,
     align_up, record_size,
 };
-use crate::index::RecordBuf;
+use crate::index::{RecordBuf, entry_bytes};
 
 /// What recovery found, for logs and `StoreStats`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -146,10 +146,21 @@ pub(crate) fn scan(
             }
             let mut aligned = crate::format::BodyBytes::with_capacity(body.len());
             aligned.extend_from_slice(body);
-            if access_body(&aligned).is_none() {
+            let Some(archived) = access_body(&aligned) else {
                 return bad(damage_at(pos, h.body_crc, crc), group_start, group_seq);
-            }
+            };
+            let puts = archived
+                .ops
+                .iter()
+                .filter(|o| o.code == crate::format::OP_PUT);
+            let put_bytes = puts
+                .clone()
+                .map(|o| entry_bytes(o.key.len(), o.value.len()))
+                .sum();
             let rec = RecordBuf {
+                put_bytes,
+                // Recovery indexes large values straight to their disk location.
+                has_large: false,
                 body: aligned,
                 seg: std::cell::Cell::new(*seg_id),
                 body_off: std::cell::Cell::new(body_start as u64),

@@ -796,11 +796,20 @@ fn as_slice_bound(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
 impl Inner {
     /// Archives the operations into one record, applies it to the index and queues it.
     pub(crate) fn mutate(self: &Rc<Self>, ops: Vec<Op>) -> Ticket {
+        let inline_max = self.state.borrow().opts.value_inline_bytes_max;
+        let puts = ops.iter().filter(|o| o.code == OP_PUT);
+        let put_bytes = puts
+            .clone()
+            .map(|o| entry_bytes(o.key.len(), o.value.len()))
+            .sum();
+        let has_large = puts.clone().any(|o| o.value.len() > inline_max);
         let rec = Rc::new(RecordBuf {
             body: format::encode_body(&Body { ops }),
             seg: std::cell::Cell::new(SEG_PENDING),
             body_off: std::cell::Cell::new(0),
             dead_bytes: std::cell::Cell::new(0),
+            put_bytes,
+            has_large,
         });
         let mut st = self.state.borrow_mut();
         apply_record(&mut st, &rec);
@@ -971,8 +980,10 @@ async fn write_group(inner: &Rc<Inner>, records: &[Rc<RecordBuf>]) -> Result<(),
         r.seg.set(seg_id);
         r.body_off.set(off + RECORD_HEADER_SIZE as u64);
         off += record_size(r.body.len()) as u64;
-        live += record_live_bytes(r).saturating_sub(r.dead_bytes.get());
-        spill_large_values(&mut st, r, inline_max);
+        live += r.put_bytes.saturating_sub(r.dead_bytes.get());
+        if r.has_large {
+            spill_large_values(&mut st, r, inline_max);
+        }
     }
     let seg = st.segs.get_mut(&seg_id).expect("active segment exists");
     seg.written += buf.len() as u64;
@@ -993,15 +1004,6 @@ async fn write_group(inner: &Rc<Inner>, records: &[Rc<RecordBuf>]) -> Result<(),
     }
     wake(&mut st.compact_waker);
     Ok(())
-}
-
-fn record_live_bytes(r: &RecordBuf) -> u64 {
-    let body = format::access_body(&r.body).expect("own record");
-    body.ops
-        .iter()
-        .filter(|o| o.code == OP_PUT)
-        .map(|o| entry_bytes(o.key.len(), o.value.len()))
-        .sum()
 }
 
 /// Once durable, large values leave memory: their index entries point at the disk instead.
