@@ -54,16 +54,17 @@ pub(crate) struct Damage {
     pub(crate) actual_crc: u32,
 }
 
-/// Where the scan of the whole log stopped.
+/// Where the scan of one segment stopped.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum ScanEnd {
-    /// Every segment ended cleanly; the log continues at `(segment index, offset)`.
-    Clean { seg_index: usize, offset: u64 },
-    /// The group at `(segment index, offset)` is incomplete or damaged.
+pub(crate) enum SegEnd {
+    /// The segment's data ended cleanly at `offset` (the log may continue in the next segment).
+    Clean { offset: u64 },
+    /// The group starting at `group_start` is incomplete or damaged; the caller decides torn
+    /// versus corrupt with [`valid_group_in`] over the rest of the log.
     Damaged {
-        seg_index: usize,
         damage: Damage,
-        torn: bool,
+        group_start: usize,
+        group_seq: u64,
     },
 }
 
@@ -72,138 +73,122 @@ pub(crate) struct Group {
     pub(crate) records: Vec<Rc<RecordBuf>>,
 }
 
-/// Scans segments (`(segment id, bytes)` in id order), calling `apply` for each complete group.
-/// Never panics on disk contents.
-pub(crate) fn scan(
-    segments: &[(u32, Vec<u8>)],
+/// Scans one segment from `start_offset`, calling `apply` for each complete group. Never panics
+/// on disk contents.
+pub(crate) fn scan_segment(
+    seg_id: u32,
+    bytes: &[u8],
     start_offset: usize,
     report: &mut RecoveryReport,
     next_seq: &mut Option<u64>,
     mut apply: impl FnMut(Group),
-) -> ScanEnd {
-    for (si, (seg_id, bytes)) in segments.iter().enumerate() {
-        report.segments += 1;
-        report.bytes_scanned += bytes.len() as u64;
-        let mut pos = if si == 0 { start_offset } else { 0 };
-        let mut group: Vec<Rc<RecordBuf>> = Vec::new();
-        let mut group_start = 0usize;
-        let mut group_seq = 0u64;
-        loop {
-            let bad = |damage: Damage, group_start: usize, group_seq: u64| {
-                let torn = !valid_group_after(segments, si, group_start, group_seq);
-                ScanEnd::Damaged {
-                    seg_index: si,
-                    damage,
-                    torn,
-                }
-            };
-            // Unknown before the first record: fresh logs start at 1, and after compaction a larger
-            // guess only makes the verdict "corrupt" (refuse) rather than "torn" (cut), the safe side.
-            let expect_seq = next_seq.unwrap_or(1);
-            let damage_at = |pos: usize, e: u32, a: u32| Damage {
-                offset: pos as u64,
-                expected_crc: e,
-                actual_crc: a,
-            };
-            if pos + RECORD_HEADER_SIZE > bytes.len() {
-                if group.is_empty() && bytes[pos.min(bytes.len())..].iter().all(|&b| b == 0) {
-                    break;
-                }
-                if group.is_empty() {
-                    return bad(damage_at(pos, 0, 0), pos, expect_seq);
-                }
+) -> SegEnd {
+    report.segments += 1;
+    report.bytes_scanned += bytes.len().saturating_sub(start_offset) as u64;
+    let mut pos = start_offset;
+    let mut group: Vec<Rc<RecordBuf>> = Vec::new();
+    let mut group_start = 0usize;
+    let mut group_seq = 0u64;
+    loop {
+        let bad = |damage: Damage, group_start: usize, group_seq: u64| SegEnd::Damaged {
+            damage,
+            group_start,
+            group_seq,
+        };
+        // Unknown before the first record: fresh logs start at 1, and after compaction a larger
+        // guess only makes the verdict "corrupt" (refuse) rather than "torn" (cut), the safe side.
+        let expect_seq = next_seq.unwrap_or(1);
+        let damage_at = |pos: usize, e: u32, a: u32| Damage {
+            offset: pos as u64,
+            expected_crc: e,
+            actual_crc: a,
+        };
+        if pos + RECORD_HEADER_SIZE > bytes.len() {
+            if group.is_empty() && bytes[pos.min(bytes.len())..].iter().all(|&b| b == 0) {
+                return SegEnd::Clean { offset: pos as u64 };
+            }
+            if group.is_empty() {
+                return bad(damage_at(pos, 0, 0), pos, expect_seq);
+            }
+            return bad(damage_at(group_start, 0, 0), group_start, group_seq);
+        }
+        let h = match Header::decode(&bytes[pos..pos + RECORD_HEADER_SIZE]) {
+            HeaderRead::Zero if group.is_empty() => return SegEnd::Clean { offset: pos as u64 },
+            HeaderRead::Zero => {
                 return bad(damage_at(group_start, 0, 0), group_start, group_seq);
             }
-            let h = match Header::decode(&bytes[pos..pos + RECORD_HEADER_SIZE]) {
-                HeaderRead::Zero if group.is_empty() => break,
-                HeaderRead::Zero => {
-                    return bad(damage_at(group_start, 0, 0), group_start, group_seq);
-                }
-                HeaderRead::BadCrc { stored, computed } => {
-                    let (start, gseq) = if group.is_empty() {
-                        (pos, expect_seq)
-                    } else {
-                        (group_start, group_seq)
-                    };
-                    return bad(damage_at(pos, stored, computed), start, gseq);
-                }
-                HeaderRead::Ok(h) => h,
-            };
-            if group.is_empty() {
-                group_start = pos;
-                group_seq = h.seq;
+            HeaderRead::BadCrc { stored, computed } => {
+                let (start, gseq) = if group.is_empty() {
+                    (pos, expect_seq)
+                } else {
+                    (group_start, group_seq)
+                };
+                return bad(damage_at(pos, stored, computed), start, gseq);
             }
-            let seq_ok = next_seq.is_none_or(|s| s == h.seq) && h.group_seq == group_seq;
-            let body_start = pos + RECORD_HEADER_SIZE;
-            let body_end = body_start.saturating_add(h.body_len as usize);
-            if !seq_ok || h.kind != KIND_OPS || body_end > bytes.len() {
-                return bad(damage_at(pos, h.body_crc, 0), group_start, group_seq);
-            }
-            let body = &bytes[body_start..body_end];
-            let crc = crc32c::crc32c(body);
-            if crc != h.body_crc {
-                return bad(damage_at(pos, h.body_crc, crc), group_start, group_seq);
-            }
-            let mut aligned = crate::format::BodyBytes::with_capacity(body.len());
-            aligned.extend_from_slice(body);
-            let Some(archived) = access_body(&aligned) else {
-                return bad(damage_at(pos, h.body_crc, crc), group_start, group_seq);
-            };
-            let puts = archived
-                .ops
-                .iter()
-                .filter(|o| o.code == crate::format::OP_PUT);
-            let put_bytes = puts
-                .clone()
-                .map(|o| entry_bytes(o.key.len(), o.value.len()))
-                .sum();
-            let rec = RecordBuf {
-                put_bytes,
-                // Recovery indexes large values straight to their disk location.
-                has_large: false,
-                body: aligned,
-                seg: std::cell::Cell::new(*seg_id),
-                body_off: std::cell::Cell::new(body_start as u64),
-                dead_bytes: std::cell::Cell::new(0),
-            };
-            group.push(Rc::new(rec));
-            *next_seq = Some(h.seq + 1);
-            pos += record_size(h.body_len as usize);
-            if h.flags & FLAG_GROUP_END != 0 {
-                report.records += group.len() as u64;
-                report.groups += 1;
-                apply(Group {
-                    records: std::mem::take(&mut group),
-                });
-                pos = align_up(pos, BLOCK_SIZE as usize);
-            }
+            HeaderRead::Ok(h) => h,
+        };
+        if group.is_empty() {
+            group_start = pos;
+            group_seq = h.seq;
         }
-        if si + 1 == segments.len() {
-            return ScanEnd::Clean {
-                seg_index: si,
-                offset: pos as u64,
-            };
+        let seq_ok = next_seq.is_none_or(|s| s == h.seq) && h.group_seq == group_seq;
+        let body_start = pos + RECORD_HEADER_SIZE;
+        let body_end = body_start.saturating_add(h.body_len as usize);
+        if !seq_ok || h.kind != KIND_OPS || body_end > bytes.len() {
+            return bad(damage_at(pos, h.body_crc, 0), group_start, group_seq);
         }
-    }
-    ScanEnd::Clean {
-        seg_index: 0,
-        offset: 0,
+        let body = &bytes[body_start..body_end];
+        let crc = crc32c::crc32c(body);
+        if crc != h.body_crc {
+            return bad(damage_at(pos, h.body_crc, crc), group_start, group_seq);
+        }
+        let mut aligned = crate::format::BodyBytes::with_capacity(body.len());
+        aligned.extend_from_slice(body);
+        let Some(archived) = access_body(&aligned) else {
+            return bad(damage_at(pos, h.body_crc, crc), group_start, group_seq);
+        };
+        let puts = archived
+            .ops
+            .iter()
+            .filter(|o| o.code == crate::format::OP_PUT);
+        let put_bytes = puts
+            .clone()
+            .map(|o| entry_bytes(o.key.len(), o.value.len()))
+            .sum();
+        let rec = RecordBuf {
+            put_bytes,
+            // Recovery indexes large values straight to their disk location.
+            has_large: false,
+            body: aligned,
+            seg: std::cell::Cell::new(seg_id),
+            body_off: std::cell::Cell::new(body_start as u64),
+            dead_bytes: std::cell::Cell::new(0),
+        };
+        group.push(Rc::new(rec));
+        *next_seq = Some(h.seq + 1);
+        pos += record_size(h.body_len as usize);
+        if h.flags & FLAG_GROUP_END != 0 {
+            report.records += group.len() as u64;
+            report.groups += 1;
+            apply(Group {
+                records: std::mem::take(&mut group),
+            });
+            pos = align_up(pos, BLOCK_SIZE as usize);
+        }
     }
 }
 
-/// True if a valid record header of a group later than `group_seq` exists after `start`.
-fn valid_group_after(segments: &[(u32, Vec<u8>)], si: usize, start: usize, group_seq: u64) -> bool {
-    let first = align_up(start + 1, BLOCK_SIZE as usize);
-    for (i, (_, bytes)) in segments.iter().enumerate().skip(si) {
-        let mut pos = if i == si { first } else { 0 };
-        while pos + RECORD_HEADER_SIZE <= bytes.len() {
-            if let HeaderRead::Ok(h) = Header::decode(&bytes[pos..pos + RECORD_HEADER_SIZE])
-                && h.group_seq > group_seq
-            {
-                return true;
-            }
-            pos += BLOCK_SIZE as usize;
+/// True if a valid record header of a group later than `group_seq` sits at a block boundary at
+/// or after `from` in `bytes` (groups start only at block boundaries).
+pub(crate) fn valid_group_in(bytes: &[u8], from: usize, group_seq: u64) -> bool {
+    let mut pos = align_up(from, BLOCK_SIZE as usize);
+    while pos + RECORD_HEADER_SIZE <= bytes.len() {
+        if let HeaderRead::Ok(h) = Header::decode(&bytes[pos..pos + RECORD_HEADER_SIZE])
+            && h.group_seq > group_seq
+        {
+            return true;
         }
+        pos += BLOCK_SIZE as usize;
     }
     false
 }

@@ -31,7 +31,7 @@ use crate::index::{
 };
 use crate::io::{Disk, DiskFile, DmaDisk};
 use crate::options::{ListOptions, StoreOptions};
-use crate::recovery::{self, RecoveryReport, ScanEnd};
+use crate::recovery::{self, RecoveryReport, SegEnd};
 
 /// Counters and gauges of one store.
 #[derive(Clone, Debug, Default)]
@@ -243,13 +243,8 @@ impl Store {
             ids.retain(|&id| id >= c.tail_seg);
         }
         let mut files = Vec::new();
-        let mut images = Vec::new();
         for &id in &ids {
-            let f = disk.open(&format::segment_name(id), false).await?;
-            let len = f.size().await?;
-            let bytes = f.read_at(0, len as usize).await?;
-            images.push((id, bytes));
-            files.push(f);
+            files.push(disk.open(&format::segment_name(id), false).await?);
         }
         let st = State {
             opts: opts.clone(),
@@ -276,30 +271,21 @@ impl Store {
         let mut report = RecoveryReport::default();
         let mut next_seq = ckpt.as_ref().map(|c| c.next_seq);
         let start_offset = ckpt.as_ref().map_or(0, |c| c.tail_off as usize);
-        let end = {
+        {
             let mut st = inner.state.borrow_mut();
+            let new_seg = |file| Seg {
+                file,
+                written: 0,
+                live: 0,
+            };
+            for (id, file) in before
+                .into_iter()
+                .chain(ids.iter().copied().zip(files.iter().cloned()))
+            {
+                st.segs.insert(id, new_seg(file));
+            }
             if let Some(c) = ckpt {
                 report.checkpoint_entries = Some(c.entries.len() as u64);
-                for (id, file) in before {
-                    st.segs.insert(
-                        id,
-                        Seg {
-                            file,
-                            written: 0,
-                            live: 0,
-                        },
-                    );
-                }
-                for (id, file) in ids.iter().zip(&files) {
-                    st.segs.insert(
-                        *id,
-                        Seg {
-                            file: file.clone(),
-                            written: 0,
-                            live: 0,
-                        },
-                    );
-                }
                 for (id, written, live) in c.segs {
                     if let Some(s) = st.segs.get_mut(&id) {
                         s.written = written;
@@ -310,81 +296,79 @@ impl Store {
                     st.index.put(&obj, &key, loc);
                 }
             }
-            for (i, f) in files.iter().enumerate() {
-                if st.segs.contains_key(&ids[i]) {
+        }
+        // One segment in memory at a time; on damage, read ahead only as far as needed to tell a
+        // torn tail from corruption.
+        let mut cut = (0usize, 0u64);
+        for (i, &id) in ids.iter().enumerate() {
+            let bytes = read_whole(&*files[i]).await?;
+            let end = {
+                let mut st = inner.state.borrow_mut();
+                let start = if i == 0 { start_offset } else { 0 };
+                recovery::scan_segment(id, &bytes, start, &mut report, &mut next_seq, |g| {
+                    for rec in g.records {
+                        let size = record_size(rec.body.len()) as u64;
+                        if let Some(s) = st.segs.get_mut(&rec.seg.get()) {
+                            s.written += size;
+                        }
+                        apply_record(&mut st, &rec);
+                    }
+                })
+            };
+            let (damage, group_start, group_seq) = match end {
+                SegEnd::Clean { offset } => {
+                    cut = (i, offset);
                     continue;
                 }
-                st.segs.insert(
-                    ids[i],
-                    Seg {
-                        file: f.clone(),
-                        written: 0,
-                        live: 0,
-                    },
-                );
+                SegEnd::Damaged {
+                    damage,
+                    group_start,
+                    group_seq,
+                } => (damage, group_start, group_seq),
+            };
+            let mut later = recovery::valid_group_in(&bytes, group_start + 1, group_seq);
+            for f in &files[i + 1..] {
+                if later {
+                    break;
+                }
+                later = recovery::valid_group_in(&read_whole(&**f).await?, 0, group_seq);
             }
-            recovery::scan(&images, start_offset, &mut report, &mut next_seq, |g| {
-                for rec in g.records {
-                    let size = record_size(rec.body.len()) as u64;
-                    let seg = rec.seg.get();
-                    if let Some(s) = st.segs.get_mut(&seg) {
-                        s.written += size;
-                    }
-                    apply_record(&mut st, &rec);
-                }
-            })
-        };
-        let (cut_index, cut_offset) = match end {
-            ScanEnd::Clean { seg_index, offset } => (seg_index, offset),
-            ScanEnd::Damaged {
-                seg_index,
-                damage,
-                torn,
-            } => {
-                let (seg_id, bytes) = &images[seg_index];
-                if !torn && !opts.repair_truncate_corrupt {
-                    return Err(OpenError::Corrupt {
-                        segment: *seg_id,
-                        offset: damage.offset,
-                        expected_crc: damage.expected_crc,
-                        actual_crc: damage.actual_crc,
-                    });
-                }
-                let from = damage.offset.min(bytes.len() as u64) as usize;
-                // Cut at the group start, not at the damaged record inside it.
-                let from = from - from % BLOCK_SIZE as usize;
-                let dirty = recovery::dirty_end(bytes, from);
-                if torn {
-                    report.torn_tail = Some((*seg_id, from as u64, (dirty - from) as u64));
-                } else {
-                    report.repaired_corruption = Some((*seg_id, damage.offset));
-                }
-                if dirty > from {
-                    let zeros = vec![0u8; dirty - from];
-                    files[seg_index].write_at(from as u64, &zeros).await?;
-                    files[seg_index].fdatasync().await?;
-                }
-                (seg_index, from as u64)
-            }
-        };
-        // Segments after the cut hold nothing valid (or, with repair, what we chose to drop).
-        for (i, &id) in ids.iter().enumerate().skip(cut_index + 1) {
-            if !images[i].1.iter().all(|&b| b == 0) && report.repaired_corruption.is_none() {
-                // A later segment with data after a clean end: the scan would have reported it.
+            let torn = !later;
+            if !torn && !opts.repair_truncate_corrupt {
                 return Err(OpenError::Corrupt {
                     segment: id,
-                    offset: 0,
-                    expected_crc: 0,
-                    actual_crc: 0,
+                    offset: damage.offset,
+                    expected_crc: damage.expected_crc,
+                    actual_crc: damage.actual_crc,
                 });
             }
+            // Cut at the group start, not at the damaged record inside it.
+            let from = group_start.min(bytes.len());
+            let dirty = recovery::dirty_end(&bytes, from);
+            if torn {
+                report.torn_tail = Some((id, from as u64, (dirty - from) as u64));
+            } else {
+                report.repaired_corruption = Some((id, damage.offset));
+            }
+            if dirty > from {
+                // Leftovers of the torn group must not pass for data after the next crash.
+                files[i]
+                    .write_at(from as u64, &vec![0u8; dirty - from])
+                    .await?;
+                files[i].fdatasync().await?;
+            }
+            cut = (i, from as u64);
+            break;
+        }
+        let (cut_index, cut_offset) = cut;
+        // Segments after the cut hold no valid group (or, with repair, what we chose to drop).
+        for &id in ids.iter().skip(cut_index + 1) {
             inner.state.borrow_mut().segs.remove(&id);
             disk.remove(&format::segment_name(id)).await?;
         }
         if ids.len() > cut_index + 1 {
             disk.sync_dir().await?;
         }
-        drop(images);
         {
             let mut st = inner.state.borrow_mut();
             st.next_seq = next_seq.unwrap_or(1);
@@ -622,6 +606,11 @@ async fn load_checkpoint(
         Loc::Mem(_) => true,
     });
     Ok((known(c.tail_seg) && entries_ok).then_some(c))
+}
+
+async fn read_whole(f: &dyn DiskFile) -> std::io::Result<Vec<u8>> {
+    let len = f.size().await?;
+    f.read_at(0, len as usize).await
 }
 
 async fn new_segment(inner: &Inner, id: u32) -> std::io::Result<Seg> {
