@@ -30,6 +30,8 @@ pub trait Disk {
     fn list(&self) -> IoFuture<'_, Vec<String>>;
     /// Removes a file; durable once `sync_dir` returns.
     fn remove(&self, name: &str) -> IoFuture<'_, ()>;
+    /// Renames a file, replacing any file of the new name; durable once `sync_dir` returns.
+    fn rename(&self, from: &str, to: &str) -> IoFuture<'_, ()>;
     /// Makes file creations and removals durable.
     fn sync_dir(&self) -> IoFuture<'_, ()>;
     /// Reads a whole small file, `None` if absent.
@@ -113,6 +115,11 @@ impl Disk for DmaDisk {
     fn remove(&self, name: &str) -> IoFuture<'_, ()> {
         let path = self.dir.join(name);
         Box::pin(async move { std::fs::remove_file(path) })
+    }
+
+    fn rename(&self, from: &str, to: &str) -> IoFuture<'_, ()> {
+        let (from, to) = (self.dir.join(from), self.dir.join(to));
+        Box::pin(async move { std::fs::rename(from, to) })
     }
 
     fn sync_dir(&self) -> IoFuture<'_, ()> {
@@ -404,6 +411,19 @@ impl Disk for MemDisk {
         let name = name.to_string();
         Box::pin(async move {
             self.state.borrow_mut().files.remove(&name);
+            Ok(())
+        })
+    }
+
+    fn rename(&self, from: &str, to: &str) -> IoFuture<'_, ()> {
+        let (from, to) = (from.to_string(), to.to_string());
+        Box::pin(async move {
+            let mut st = self.state.borrow_mut();
+            let f = st
+                .files
+                .remove(&from)
+                .ok_or(io::Error::from(io::ErrorKind::NotFound))?;
+            st.files.insert(to, f);
             Ok(())
         })
     }

@@ -21,6 +21,12 @@ pub struct StoreOptions {
     /// Target size of a segment file, in bytes; a segment is preallocated to this size and a new
     /// one starts when a group would not fit. Default 64 MiB.
     pub segment_bytes: u64,
+    /// Write zeros over a segment before using it (default true). A preallocated but never
+    /// written extent is "unwritten" to ext4/xfs, so every fdatasync after writing into it must
+    /// also commit extent metadata through the journal; zero-filling once makes later O_DIRECT
+    /// writes plain overwrites whose fdatasync is a device cache flush. The next segment is
+    /// prepared in the background as `spare.log` so a roll does not wait for it.
+    pub segment_zero_fill: bool,
     /// Compaction starts when dead bytes exceed this fraction of all segment bytes (and at least
     /// one full segment is dead). Default 0.5, which keeps disk use under 2x the live data plus
     /// about one segment.
@@ -46,6 +52,7 @@ impl Default for StoreOptions {
             batch_keys_max: 128,
             value_inline_bytes_max: 4096,
             segment_bytes: 64 << 20,
+            segment_zero_fill: true,
             compaction_dead_ratio_min: 0.5,
             compaction_step_bytes: 256 << 10,
             compaction_enabled: true,

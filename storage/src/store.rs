@@ -89,6 +89,9 @@ pub(crate) struct State {
     ticket_wakers: Vec<Waker>,
     loop_waker: Option<Waker>,
     compact_waker: Option<Waker>,
+    /// A zero-filled file ready to become the next segment (`spare.log`).
+    spare: Option<Rc<dyn DiskFile>>,
+    spare_pending: bool,
     closed: bool,
     loop_running: bool,
     stats: StoreStats,
@@ -260,6 +263,8 @@ impl Store {
             ticket_wakers: Vec::new(),
             loop_waker: None,
             compact_waker: None,
+            spare: None,
+            spare_pending: false,
             closed: false,
             loop_running: false,
             stats: StoreStats::default(),
@@ -387,6 +392,11 @@ impl Store {
         }
         inner.state.borrow_mut().loop_running = true;
         glommio::spawn_local(commit_loop(Rc::downgrade(&inner))).detach();
+        // A spare left by an earlier run may be half zero-filled; make a fresh one.
+        if disk.list().await?.iter().any(|n| n == SPARE_NAME) {
+            disk.remove(SPARE_NAME).await?;
+        }
+        glommio::spawn_local(prepare_spare(Rc::downgrade(&inner))).detach();
         if opts.compaction_enabled {
             glommio::spawn_local(crate::compaction::compaction_loop(Rc::downgrade(&inner)))
                 .detach();
@@ -613,10 +623,41 @@ async fn read_whole(f: &dyn DiskFile) -> std::io::Result<Vec<u8>> {
     f.read_at(0, len as usize).await
 }
 
-async fn new_segment(inner: &Inner, id: u32) -> std::io::Result<Seg> {
-    let size = inner.state.borrow().opts.segment_bytes;
-    let file = inner.disk.open(&format::segment_name(id), true).await?;
+/// Name of the segment prepared ahead of need.
+const SPARE_NAME: &str = "spare.log";
+
+/// Creates, sizes and (with `segment_zero_fill`) zero-fills a file, then fdatasyncs it.
+async fn prepare_file(inner: &Inner, name: &str) -> std::io::Result<Rc<dyn DiskFile>> {
+    let (size, zero_fill) = {
+        let st = inner.state.borrow();
+        (st.opts.segment_bytes, st.opts.segment_zero_fill)
+    };
+    let file = inner.disk.open(name, true).await?;
     file.allocate(size).await?;
+    if zero_fill {
+        let chunk = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < size {
+            let n = (size - at).min(chunk.len() as u64) as usize;
+            file.write_at(at, &chunk[..n]).await?;
+            at += n as u64;
+        }
+        file.fdatasync().await?;
+    }
+    Ok(file)
+}
+
+/// Makes segment `id` from the spare if one is ready, else from scratch.
+async fn new_segment(inner: &Inner, id: u32) -> std::io::Result<Seg> {
+    let name = format::segment_name(id);
+    let spare = inner.state.borrow_mut().spare.take();
+    let file = match spare {
+        Some(file) => {
+            inner.disk.rename(SPARE_NAME, &name).await?;
+            file
+        }
+        None => prepare_file(inner, &name).await?,
+    };
     // The new file's directory entry must be durable before any group in it is acknowledged.
     inner.disk.sync_dir().await?;
     Ok(Seg {
@@ -624,6 +665,26 @@ async fn new_segment(inner: &Inner, id: u32) -> std::io::Result<Seg> {
         written: 0,
         live: 0,
     })
+}
+
+/// Prepares `spare.log` in the background so that the next roll only renames it.
+async fn prepare_spare(weak: Weak<Inner>) {
+    let Some(inner) = weak.upgrade() else { return };
+    {
+        let mut st = inner.state.borrow_mut();
+        // Without zero-filling a new segment is cheap to make on the spot; no spare needed.
+        if st.spare.is_some() || st.spare_pending || st.closed || !st.opts.segment_zero_fill {
+            return;
+        }
+        st.spare_pending = true;
+    }
+    let made = prepare_file(&inner, SPARE_NAME).await;
+    let mut st = inner.state.borrow_mut();
+    st.spare_pending = false;
+    // A failure here is not a commit failure: the next roll simply makes its segment itself.
+    if let Ok(file) = made {
+        st.spare = Some(file);
+    }
 }
 
 /// Applies a record's operations to the index and the live-byte accounting.
@@ -936,13 +997,20 @@ async fn write_group(inner: &Rc<Inner>, records: &[Rc<RecordBuf>]) -> Result<(),
     };
     if need_roll {
         let id = inner.state.borrow().active + 1;
+        // A spare still being zero-filled is not used; the roll makes its own file.
+        if inner.state.borrow().spare_pending {
+            inner.state.borrow_mut().spare = None;
+        }
         let seg = new_segment(inner, id)
             .await
             .map_err(|e| io_reason("creating a segment", &e))?;
-        let mut st = inner.state.borrow_mut();
-        st.segs.insert(id, seg);
-        st.active = id;
-        st.write_pos = 0;
+        {
+            let mut st = inner.state.borrow_mut();
+            st.segs.insert(id, seg);
+            st.active = id;
+            st.write_pos = 0;
+        }
+        glommio::spawn_local(prepare_spare(Rc::downgrade(inner))).detach();
     }
     let (file, pos, seg_id) = {
         let st = inner.state.borrow();

@@ -360,10 +360,10 @@ fn a_batch_is_all_or_nothing_across_a_power_loss() {
 }
 
 #[test]
-fn a_clean_close_and_reopen_keeps_everything() {
+fn a_clean_close_and_reopen_keeps_everything_across_zero_filled_segments() {
     run(|| async {
         let disk = MemDisk::new();
-        let s = open_mem(&disk, small_opts()).await;
+        let s = open_mem(&disk, zero_fill_opts()).await;
         for i in 0..300u32 {
             let _ = s
                 .put(&obj((i % 3) as u8), &i.to_be_bytes(), &[i as u8; 300])
@@ -569,5 +569,38 @@ fn mutations_after_close_are_refused() {
             s2.put(&obj(1), b"k", b"v"),
             Err(StorageError::Closed)
         ));
+    });
+}
+
+fn zero_fill_opts() -> StoreOptions {
+    StoreOptions {
+        segment_zero_fill: true,
+        ..small_opts()
+    }
+}
+
+#[test]
+fn segments_come_from_a_zero_filled_spare_prepared_ahead() {
+    run(|| async {
+        let disk = MemDisk::new();
+        let s = open_mem(&disk, zero_fill_opts()).await;
+        for i in 0..200u32 {
+            s.put(&obj(1), &i.to_be_bytes(), &[1; 1000])
+                .unwrap()
+                .durable()
+                .await
+                .unwrap();
+        }
+        let names = disk.file_names();
+        assert!(names.contains(&"seg-00000003.log".to_string()), "{names:?}");
+        assert!(names.contains(&"spare.log".to_string()), "{names:?}");
+        let s = open_mem(&disk.power_loss(), zero_fill_opts()).await;
+        assert_eq!(
+            s.list(&obj(1), &ListOptions::default())
+                .await
+                .unwrap()
+                .len(),
+            200
+        );
     });
 }

@@ -22,11 +22,13 @@ where
         .expect("executor thread panicked");
 }
 
-/// Options small enough that tests cross segment boundaries.
+/// Options small enough that tests cross segment boundaries. Zero-filling (a disk-latency
+/// optimisation) is off so that thousands of opens stay fast; tests that cover it say so.
 pub fn small_opts() -> StoreOptions {
     StoreOptions {
         segment_bytes: 64 * 1024,
         compaction_enabled: false,
+        segment_zero_fill: false,
         ..StoreOptions::default()
     }
 }
