@@ -157,7 +157,7 @@ impl DiskFile for DmaDiskFile {
     fn read_at(&self, pos: u64, len: usize) -> IoFuture<'_, Vec<u8>> {
         // Large reads go in bounded aligned chunks: one huge request would need a DMA buffer of
         // its whole size, and the kernel rejects some of those outright.
-        const CHUNK: u64 = 1 << 20;
+        const CHUNK: u64 = 4 << 20;
         Box::pin(async move {
             let start = pos - pos % BLOCK_SIZE;
             let end = pos + len as u64;

@@ -60,6 +60,8 @@ pub struct StoreStats {
     pub segments: u32,
     /// Segments reclaimed by compaction.
     pub segments_compacted: u64,
+    /// Segments that started as the zero-filled spare (the rest were made at the roll).
+    pub segments_from_spare: u64,
     /// Why the store is read-only, if it is.
     pub read_only: Option<String>,
     /// What recovery found at open.
@@ -305,8 +307,20 @@ impl Store {
         // One segment in memory at a time; on damage, read ahead only as far as needed to tell a
         // torn tail from corruption.
         let mut cut = (0usize, 0u64);
+        // The next segment is read while this one is scanned.
+        let prefetch = |i: usize| {
+            files
+                .get(i)
+                .cloned()
+                .map(|f| glommio::spawn_local(async move { read_whole(&*f).await }))
+        };
+        let mut next = prefetch(0);
         for (i, &id) in ids.iter().enumerate() {
-            let bytes = read_whole(&*files[i]).await?;
+            let bytes = next
+                .take()
+                .expect("a read was started for every segment")
+                .await?;
+            next = prefetch(i + 1);
             let end = {
                 let mut st = inner.state.borrow_mut();
                 let start = if i == 0 { start_offset } else { 0 };
@@ -331,6 +345,9 @@ impl Store {
                     group_seq,
                 } => (damage, group_start, group_seq),
             };
+            if let Some(n) = next.take() {
+                n.await?;
+            }
             let mut later = recovery::valid_group_in(&bytes, group_start + 1, group_seq);
             for f in &files[i + 1..] {
                 if later {
@@ -392,11 +409,10 @@ impl Store {
         }
         inner.state.borrow_mut().loop_running = true;
         glommio::spawn_local(commit_loop(Rc::downgrade(&inner))).detach();
-        // A spare left by an earlier run may be half zero-filled; make a fresh one.
+        // A spare left by an earlier run may be half zero-filled; it is made afresh when needed.
         if disk.list().await?.iter().any(|n| n == SPARE_NAME) {
             disk.remove(SPARE_NAME).await?;
         }
-        glommio::spawn_local(prepare_spare(Rc::downgrade(&inner))).detach();
         if opts.compaction_enabled {
             glommio::spawn_local(crate::compaction::compaction_loop(Rc::downgrade(&inner)))
                 .detach();
@@ -654,6 +670,7 @@ async fn new_segment(inner: &Inner, id: u32) -> std::io::Result<Seg> {
     let file = match spare {
         Some(file) => {
             inner.disk.rename(SPARE_NAME, &name).await?;
+            inner.state.borrow_mut().stats.segments_from_spare += 1;
             file
         }
         None => prepare_file(inner, &name).await?,
@@ -1004,13 +1021,10 @@ async fn write_group(inner: &Rc<Inner>, records: &[Rc<RecordBuf>]) -> Result<(),
         let seg = new_segment(inner, id)
             .await
             .map_err(|e| io_reason("creating a segment", &e))?;
-        {
-            let mut st = inner.state.borrow_mut();
-            st.segs.insert(id, seg);
-            st.active = id;
-            st.write_pos = 0;
-        }
-        glommio::spawn_local(prepare_spare(Rc::downgrade(inner))).detach();
+        let mut st = inner.state.borrow_mut();
+        st.segs.insert(id, seg);
+        st.active = id;
+        st.write_pos = 0;
     }
     let (file, pos, seg_id) = {
         let st = inner.state.borrow();
@@ -1048,6 +1062,13 @@ async fn write_group(inner: &Rc<Inner>, records: &[Rc<RecordBuf>]) -> Result<(),
     let g = st.open_group;
     st.open_group += 1;
     st.durable_group = g;
+    // Zero-filling competes with commits for the disk, so the spare is made only once the
+    // active segment is half full: early enough to be ready, late enough not to be wasted.
+    let want_spare = st.opts.segment_zero_fill
+        && st.spare.is_none()
+        && !st.spare_pending
+        && st.write_pos > st.opts.segment_bytes / 2;
+
     let s = &mut st.stats;
     s.groups += 1;
     s.fdatasyncs += 1;
@@ -1060,6 +1081,11 @@ async fn write_group(inner: &Rc<Inner>, records: &[Rc<RecordBuf>]) -> Result<(),
         w.wake();
     }
     wake(&mut st.compact_waker);
+    drop(st);
+    // After the borrow ends: glommio may poll a new task before `spawn_local` returns.
+    if want_spare {
+        glommio::spawn_local(prepare_spare(Rc::downgrade(inner))).detach();
+    }
     Ok(())
 }
 

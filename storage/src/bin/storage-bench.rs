@@ -94,7 +94,10 @@ async fn latency_pair(dir: &Path, opts: &StoreOptions, n: usize) -> (f64, f64) {
     let path = dir.join("baseline");
     // glommio probes io_uring poll-ring support on the first file it opens per device, and an
     // empty file answers wrongly; give it real data to read (see `cairn_storage::DmaDisk`).
-    std::fs::write(&path, [0u8; 4096]).unwrap();
+    // Zero-filled and synced beforehand, like a store segment, so the baseline is the floor:
+    // an overwrite of initialised blocks plus a device cache flush.
+    std::fs::write(&path, vec![0u8; 4096 * n]).unwrap();
+    std::fs::File::open(&path).unwrap().sync_all().unwrap();
     let f: DmaFile = OpenOptions::new()
         .read(true)
         .write(true)
