@@ -186,6 +186,23 @@ pub(crate) fn access_body(bytes: &[u8]) -> Option<&ArchivedBody> {
     rkyv::access::<ArchivedBody, rancor::Error>(bytes).ok()
 }
 
+/// Access to an archived body that was validated before: the bytes of a `RecordBuf`, which
+/// is built only from `encode_body` output (a mutation) or from bytes that passed
+/// [`access_body`] (recovery), and never changes afterwards. Skipping a second validation
+/// roughly halves the CPU cost of replaying a record.
+#[allow(unsafe_code)]
+pub(crate) fn access_body_trusted(bytes: &[u8]) -> &ArchivedBody {
+    debug_assert!(
+        access_body(bytes).is_some(),
+        "trusted body failed validation"
+    );
+    // SAFETY: `access_unchecked` needs `bytes` to hold a valid archived `Body` at the root
+    // position, aligned. Every caller passes `RecordBuf::body`, a 16-aligned `AlignedVec` whose
+    // contents were produced by `rkyv::to_bytes::<Body>` or passed `rkyv::access::<ArchivedBody>`
+    // (bytecheck) before the `RecordBuf` was made, and a `RecordBuf` body is never mutated.
+    unsafe { rkyv::access_unchecked::<ArchivedBody>(bytes) }
+}
+
 /// Encodes the manifest.
 pub(crate) fn encode_manifest(shard_id: u32, shard_count: u32) -> [u8; MANIFEST_SIZE] {
     let mut m = [0u8; MANIFEST_SIZE];
