@@ -24,6 +24,23 @@
 //! - Disk contents never reach an `assert!`; they are checked, and damage is an error value
 //!   naming segment and offset. A failed write or fdatasync turns the store read-only for good.
 //!
+//! **Group-commit policy.** No timer and no size threshold: the loop takes everything that
+//! accumulated while the previous write + fdatasync was in flight, so a lone write goes out at
+//! once and groups grow with load (`StoreStats::group_records_max`). The knobs that shape it are
+//! the disk's fdatasync latency, `segment_bytes`, and `segment_zero_fill` (see
+//! `docs/STORAGE-FORMAT.md`).
+//!
+//! **Limits** (`StoreOptions`, each an error value, never a panic): `key_bytes_max` (2048),
+//! `value_bytes_max` (128 KiB), `batch_keys_max` (128); `value_inline_bytes_max` (4096) decides
+//! which values stay in memory.
+//!
+//! **Locked memory.** glommio registers io_uring buffers in locked memory and falls back to
+//! unregistered buffers when `ulimit -l` is small; tests pass with the common 8 MiB default
+//! (they ask for 1 MiB of io memory). glommio probes the io_uring poll ring on the first file it
+//! opens per device; [`DmaDisk`] opens the non-empty manifest first so that the probe cannot be
+//! fooled by an empty segment (which makes every read fail with EOPNOTSUPP on devices without
+//! polled I/O).
+//!
 //! **Departures from the engine's API sketch.** `Store::open_with_disk` takes any [`Disk`] so
 //! tests can use [`MemDisk`]; `Batch` is also how `put_many`/`delete_many` are expressed;
 //! `Ticket::durable` is an `async fn`; `StorageError` has a `Closed` variant.

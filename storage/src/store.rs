@@ -938,11 +938,15 @@ impl Inner {
 }
 
 /// Waits until there is something to write (or the store closed).
-async fn next_group(inner: &Inner) -> Option<Vec<Rc<RecordBuf>>> {
+/// Taking the records closes their group: mutations from now on get the next group number, so
+/// a ticket is never resolved by a group that does not hold its record.
+async fn next_group(inner: &Inner) -> Option<(u64, Vec<Rc<RecordBuf>>)> {
     std::future::poll_fn(|cx| {
         let mut st = inner.state.borrow_mut();
         if !st.pending.is_empty() {
-            return Poll::Ready(Some(std::mem::take(&mut st.pending)));
+            let g = st.open_group;
+            st.open_group += 1;
+            return Poll::Ready(Some((g, std::mem::take(&mut st.pending))));
         }
         if st.closed || st.failed.is_some() {
             return Poll::Ready(None);
@@ -959,14 +963,12 @@ async fn next_group(inner: &Inner) -> Option<Vec<Rc<RecordBuf>>> {
 async fn commit_loop(weak: Weak<Inner>) {
     loop {
         let Some(inner) = weak.upgrade() else { return };
-        let Some(records) = next_group(&inner).await else {
+        let Some((g, records)) = next_group(&inner).await else {
             inner.state.borrow_mut().loop_running = false;
             return;
         };
-        if let Err(reason) = write_group(&inner, &records).await {
+        if let Err(reason) = write_group(&inner, g, &records).await {
             let mut st = inner.state.borrow_mut();
-            let g = st.open_group;
-            st.open_group += 1;
             st.failed = Some((g, reason));
             st.loop_running = false;
             for w in st.ticket_wakers.drain(..) {
@@ -978,7 +980,7 @@ async fn commit_loop(weak: Weak<Inner>) {
     }
 }
 
-async fn write_group(inner: &Rc<Inner>, records: &[Rc<RecordBuf>]) -> Result<(), String> {
+async fn write_group(inner: &Rc<Inner>, g: u64, records: &[Rc<RecordBuf>]) -> Result<(), String> {
     // Lay out the group: headers now (sequence numbers are assigned in write order).
     let (buf, seq0) = {
         let mut st = inner.state.borrow_mut();
@@ -1059,8 +1061,11 @@ async fn write_group(inner: &Rc<Inner>, records: &[Rc<RecordBuf>]) -> Result<(),
     let seg = st.segs.get_mut(&seg_id).expect("active segment exists");
     seg.written += buf.len() as u64;
     seg.live += live;
-    let g = st.open_group;
-    st.open_group += 1;
+    assert_eq!(
+        st.durable_group + 1,
+        g,
+        "groups become durable one after another"
+    );
     st.durable_group = g;
     // Zero-filling competes with commits for the disk, so the spare is made only once the
     // active segment is half full: early enough to be ready, late enough not to be wasted.

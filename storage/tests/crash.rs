@@ -109,13 +109,28 @@ fn power_loss_at_random_moments_loses_no_acknowledged_batch() {
             let mut tasks = Vec::new();
             for _ in 0..1 + rng.below(8) {
                 let (s, acked, next, stop) = (s.clone(), acked.clone(), next.clone(), stop.clone());
+                // Half the writers keep two commits in flight, so that mutations are issued while
+                // a group is being written and synced (a ticket must not ride on that group).
+                let pipelined = rng.below(2) == 0;
                 tasks.push(glommio::spawn_local(async move {
                     while !stop.get() {
                         let id = next.get();
                         next.set(id + 1);
                         let Ok(t) = s.commit(batch(id)) else { return };
+                        let mut second = None;
+                        if pipelined {
+                            YieldNow(false).await;
+                            let id2 = next.get();
+                            next.set(id2 + 1);
+                            second = s.commit(batch(id2)).ok().map(|t2| (id2, t2));
+                        }
                         if t.durable().await.is_ok() {
                             acked.borrow_mut().push(id);
+                        }
+                        if let Some((id2, t2)) = second {
+                            if t2.durable().await.is_ok() {
+                                acked.borrow_mut().push(id2);
+                            }
                         }
                     }
                 }));
