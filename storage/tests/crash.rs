@@ -127,10 +127,10 @@ fn power_loss_at_random_moments_loses_no_acknowledged_batch() {
                         if t.durable().await.is_ok() {
                             acked.borrow_mut().push(id);
                         }
-                        if let Some((id2, t2)) = second {
-                            if t2.durable().await.is_ok() {
-                                acked.borrow_mut().push(id2);
-                            }
+                        if let Some((id2, t2)) = second
+                            && t2.durable().await.is_ok()
+                        {
+                            acked.borrow_mut().push(id2);
                         }
                     }
                 }));

@@ -265,6 +265,7 @@ async fn recovery(dir: &Path, mib: u64) -> RecoveryRun {
         records: r.records,
         live,
         scan_s,
+        scan_cpu_s,
         ckpt_s,
     }
 }
