@@ -7,6 +7,9 @@
 //! The throughput figures under many writers come from the `storage-bench` binary
 //! (`docs/BENCHMARKS.md`), because criterion measures one operation at a time.
 
+// `criterion_group!` expands to an undocumented `pub fn`; nothing else here is public.
+#![allow(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
