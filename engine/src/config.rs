@@ -37,6 +37,8 @@ pub struct Config {
     pub key_bytes_max: usize,
     /// Largest storage value a user may write. Default 131072 (128 KiB).
     pub value_bytes_max: usize,
+    /// Size of each storage segment file. Default 67108864 (64 MiB).
+    pub segment_bytes: u64,
     /// Memory each shard's io_uring may lock for registered buffers. Default 1048576.
     /// Kept small so the engine starts under the common 8 MiB `ulimit -l`.
     pub io_memory_bytes: usize,
@@ -59,6 +61,7 @@ impl Default for Config {
             header_bytes_max: 16 << 10,
             key_bytes_max: 2048,
             value_bytes_max: 128 << 10,
+            segment_bytes: 64 << 20,
             io_memory_bytes: 1 << 20,
         }
     }
@@ -131,6 +134,11 @@ const OPTIONS: &[OptSpec] = &[
         flag: "value-bytes-max",
         env: "CAIRN_VALUE_BYTES_MAX",
         help: "largest storage value [default: 131072]",
+    },
+    OptSpec {
+        flag: "segment-bytes",
+        env: "CAIRN_SEGMENT_BYTES",
+        help: "storage segment file size [default: 67108864]",
     },
     OptSpec {
         flag: "io-memory-bytes",
@@ -265,6 +273,7 @@ fn set(cfg: &mut Config, flag: &str, v: &str, source: &str) -> Result<(), Config
         "header-bytes-max" => cfg.header_bytes_max = num(source, v)?,
         "key-bytes-max" => cfg.key_bytes_max = num(source, v)?,
         "value-bytes-max" => cfg.value_bytes_max = num(source, v)?,
+        "segment-bytes" => cfg.segment_bytes = num(source, v)?,
         "io-memory-bytes" => cfg.io_memory_bytes = num(source, v)?,
         _ => unreachable!("flag {flag} is in OPTIONS but has no setter"),
     }

@@ -36,7 +36,7 @@ use crate::config::Config;
 use crate::datadir::{DataDirError, open_data_dir};
 use crate::host::{Forwarder, HostConfig, ObjectHost, Reply, Target, system_clock};
 use crate::object::{Classes, ErrorCode, LocalFuture, Request, Response};
-use crate::store::{ImmediateCommits, Store, StoreOptions};
+use crate::store::Store;
 
 /// A message between shards. Only `Send` data.
 pub enum Mail {
@@ -217,19 +217,21 @@ async fn run_shard(
     tasks: Vec<ShardTask>,
     stopping: Arc<AtomicBool>,
 ) {
-    let opts = StoreOptions {
+    let dir = config.data_dir.join(format!("shard-{shard_id:03}"));
+    let opts = cairn_storage::StoreOptions {
         shard_id,
         shard_count: config.shards,
+        // One byte more than the user limit: the engine's namespace byte.
         key_bytes_max: config.key_bytes_max + 1,
         value_bytes_max: config.value_bytes_max,
-        ..StoreOptions::default()
+        segment_bytes: config.segment_bytes,
+        ..cairn_storage::StoreOptions::default()
     };
-    // TEMPORARY: the in-memory store until cairn-storage is merged (see store.rs).
-    let store = match Store::open(opts, Rc::new(ImmediateCommits)).await {
+    let store = match Store::open_disk(&dir, opts).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("cairn: shard {shard_id}: cannot open storage: {e}");
-            return;
+            eprintln!("cairn: shard {shard_id}: {e} ({})", dir.display());
+            std::process::exit(1);
         }
     };
     let host_cfg = HostConfig {

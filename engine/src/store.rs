@@ -1,13 +1,16 @@
-//! The engine's one door to storage: the `cairn-storage` API contract, backed
-//! for now by a **temporary in-memory implementation**.
+//! The engine's one door to storage: [`Store`] over either `cairn-storage`
+//! (the server's backend: a per-shard log on disk) or an in-memory model of
+//! the same contract whose commit path tests can script.
 //!
-//! TEMPORARY: `cairn-storage` (branch `storage`) has not landed yet. This
-//! module implements the contract's semantics in memory so the runtime above
-//! it is built and tested against them; when storage lands, this file becomes
-//! a thin re-export/adapter and nothing above it changes. Nothing here is
-//! durable across a restart.
+//! The adapter exists for two reasons. Tickets must be shareable (`Clone`):
+//! the output gate keeps an object's latest ticket and several responses may
+//! wait on it, so a disk ticket is wrapped in a shared cell that one task
+//! awaits on behalf of all. And the gate tests need a commit path they can
+//! hold open or fail (the "fdatasync") without a disk: [`ScriptedCommits`].
+//! Values read from disk are copied into `Bytes` (one copy per read, which
+//! keeps every layer above on one value type).
 //!
-//! Semantics honoured, as the contract states them:
+//! Semantics both backends honour, as the contract states them:
 //! - **Read-your-writes:** `get`/`list` see a mutation as soon as the call that
 //!   made it returns.
 //! - **Commit groups are atomic:** every mutation issued without the caller
@@ -228,6 +231,9 @@ struct Group {
     seq: u64,
     mutations: Cell<usize>,
     state: RefCell<GroupState>,
+    /// For a disk ticket: the storage ticket, until the first waiter hands it
+    /// to a task that awaits it on behalf of every clone.
+    disk: RefCell<Option<cairn_storage::Ticket>>,
 }
 
 impl Group {
@@ -257,8 +263,27 @@ impl Ticket {
     /// True once the mutation is durable.
     pub fn is_durable(&self) -> bool {
         matches!(self.0.state.borrow().outcome, Some(Ok(())))
+            || self
+                .0
+                .disk
+                .borrow()
+                .as_ref()
+                .is_some_and(cairn_storage::Ticket::is_durable)
     }
-    /// The commit group's sequence number; later groups have larger numbers.
+
+    fn from_disk(t: cairn_storage::Ticket) -> Ticket {
+        Ticket(Rc::new(Group {
+            seq: 0,
+            mutations: Cell::new(0),
+            state: RefCell::new(GroupState {
+                outcome: None,
+                wakers: Vec::new(),
+            }),
+            disk: RefCell::new(Some(t)),
+        }))
+    }
+    /// The in-memory commit group's sequence number; later groups have larger
+    /// numbers. Zero for disk tickets.
     pub fn group_seq(&self) -> u64 {
         self.0.seq
     }
@@ -276,6 +301,18 @@ pub struct TicketFuture(Rc<Group>);
 impl Future for TicketFuture {
     type Output = Result<(), CommitError>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let disk = self.0.disk.borrow_mut().take();
+        if let Some(t) = disk {
+            let group = self.0.clone();
+            glommio::spawn_local(async move {
+                let outcome = t
+                    .durable()
+                    .await
+                    .map_err(|e| CommitError::Io { reason: e.reason });
+                group.resolve(outcome);
+            })
+            .detach();
+        }
         let mut st = self.0.state.borrow_mut();
         match &st.outcome {
             Some(o) => Poll::Ready(o.clone()),
@@ -307,19 +344,19 @@ struct Inner {
     wake_committer: LocalSender<()>,
 }
 
-/// One shard's store. `!Send`: it lives on its shard's executor. Cheap to clone.
+/// The in-memory model of the storage contract. Nothing in it survives a restart.
 #[derive(Clone)]
-pub struct Store {
+pub struct MemStore {
     inner: Rc<Inner>,
 }
 
-impl Store {
-    /// Opens the store (in memory, for now) and starts its committer task on the
+impl MemStore {
+    /// Opens an empty in-memory store and starts its committer task on the
     /// current glommio executor.
     pub async fn open(
         opts: StoreOptions,
         commits: Rc<dyn CommitPath>,
-    ) -> Result<Store, StorageError> {
+    ) -> Result<MemStore, StorageError> {
         let (tx, rx) = local_channel::new_bounded(1);
         let inner = Rc::new(Inner {
             opts,
@@ -361,7 +398,7 @@ impl Store {
             }
         })
         .detach();
-        Ok(Store { inner })
+        Ok(MemStore { inner })
     }
 
     /// The options the store was opened with.
@@ -500,6 +537,7 @@ impl Store {
                     outcome: None,
                     wakers: Vec::new(),
                 }),
+                disk: RefCell::new(None),
             })
         });
         group.mutations.set(group.mutations.get() + mutations);
@@ -573,6 +611,240 @@ impl Store {
     }
 }
 
+/// One shard's store: the door every engine layer uses. `!Send`: it lives on
+/// its shard's executor. Cheap to clone.
+#[derive(Clone)]
+pub struct Store(Backend);
+
+#[derive(Clone)]
+enum Backend {
+    Mem(MemStore),
+    Disk(cairn_storage::Store, StoreOptions),
+}
+
+fn from_disk_error(e: cairn_storage::StorageError) -> StorageError {
+    use cairn_storage::StorageError as D;
+    match e {
+        D::KeyTooLarge { len, max } => StorageError::KeyTooLarge { len, max },
+        D::ValueTooLarge { len, max } => StorageError::ValueTooLarge { len, max },
+        D::BatchTooLarge { keys, max } => StorageError::BatchTooLarge { keys, max },
+        D::ReadOnly { reason } => StorageError::ReadOnly { reason },
+        other => StorageError::Disk {
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn to_bytes(v: cairn_storage::Value) -> Bytes {
+    Bytes::copy_from_slice(&v)
+}
+
+impl Store {
+    /// An in-memory store whose commits go through `commits` (tests, embedding
+    /// without a disk).
+    pub async fn open(
+        opts: StoreOptions,
+        commits: Rc<dyn CommitPath>,
+    ) -> Result<Store, StorageError> {
+        Ok(Store(Backend::Mem(MemStore::open(opts, commits).await?)))
+    }
+
+    /// The `cairn-storage` log in `dir`, recovering what it holds.
+    pub async fn open_disk(
+        dir: &std::path::Path,
+        opts: cairn_storage::StoreOptions,
+    ) -> Result<Store, OpenError> {
+        let mine = StoreOptions {
+            shard_id: opts.shard_id,
+            shard_count: opts.shard_count,
+            key_bytes_max: opts.key_bytes_max,
+            value_bytes_max: opts.value_bytes_max,
+            batch_keys_max: opts.batch_keys_max,
+        };
+        let s = cairn_storage::Store::open(dir, opts)
+            .await
+            .map_err(|e| OpenError {
+                reason: e.to_string(),
+            })?;
+        Ok(Store(Backend::Disk(s, mine)))
+    }
+
+    /// The limits the store enforces.
+    pub fn options(&self) -> &StoreOptions {
+        match &self.0 {
+            Backend::Mem(m) => m.options(),
+            Backend::Disk(_, o) => o,
+        }
+    }
+
+    /// The current value of `key`, including writes not yet durable.
+    pub async fn get(
+        &self,
+        obj: &StoreObjectId,
+        key: &[u8],
+    ) -> Result<Option<Value>, StorageError> {
+        match &self.0 {
+            Backend::Mem(m) => m.get(obj, key).await,
+            Backend::Disk(d, _) => d
+                .get(obj, key)
+                .await
+                .map(|v| v.map(to_bytes))
+                .map_err(from_disk_error),
+        }
+    }
+
+    /// The current values of `keys`, in order.
+    pub async fn get_many(
+        &self,
+        obj: &StoreObjectId,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Value>>, StorageError> {
+        match &self.0 {
+            Backend::Mem(m) => m.get_many(obj, keys).await,
+            Backend::Disk(d, _) => d
+                .get_many(obj, keys)
+                .await
+                .map(|vs| vs.into_iter().map(|v| v.map(to_bytes)).collect())
+                .map_err(from_disk_error),
+        }
+    }
+
+    /// Stores `value` under `key`.
+    pub fn put(
+        &self,
+        obj: &StoreObjectId,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Ticket, StorageError> {
+        match &self.0 {
+            Backend::Mem(m) => m.put(obj, key, value),
+            Backend::Disk(d, _) => d
+                .put(obj, key, value)
+                .map(Ticket::from_disk)
+                .map_err(from_disk_error),
+        }
+    }
+
+    /// Removes `key`; also says whether it existed.
+    pub fn delete(&self, obj: &StoreObjectId, key: &[u8]) -> Result<(Ticket, bool), StorageError> {
+        match &self.0 {
+            Backend::Mem(m) => m.delete(obj, key),
+            Backend::Disk(d, _) => d
+                .delete(obj, key)
+                .map(|(t, e)| (Ticket::from_disk(t), e))
+                .map_err(from_disk_error),
+        }
+    }
+
+    /// Removes everything `obj` stores.
+    pub fn delete_all(&self, obj: &StoreObjectId) -> Result<Ticket, StorageError> {
+        match &self.0 {
+            Backend::Mem(m) => m.delete_all(obj),
+            Backend::Disk(d, _) => d
+                .delete_all(obj)
+                .map(Ticket::from_disk)
+                .map_err(from_disk_error),
+        }
+    }
+
+    /// Applies `batch` atomically.
+    pub fn commit(&self, batch: Batch) -> Result<Ticket, StorageError> {
+        match &self.0 {
+            Backend::Mem(m) => m.commit(batch),
+            Backend::Disk(d, _) => {
+                let mut b = cairn_storage::Batch::new();
+                for op in &batch.ops {
+                    match op {
+                        Op::Put(o, k, v) => b.put(o, k, v),
+                        Op::Delete(o, k) => b.delete(o, k),
+                        Op::DeleteAll(o) => b.delete_all(o),
+                    };
+                }
+                d.commit(b).map(Ticket::from_disk).map_err(from_disk_error)
+            }
+        }
+    }
+
+    /// Entries of `obj` selected by `opts`.
+    pub async fn list(
+        &self,
+        obj: &StoreObjectId,
+        opts: &ListOptions,
+    ) -> Result<Vec<(Vec<u8>, Value)>, StorageError> {
+        match &self.0 {
+            Backend::Mem(m) => m.list(obj, opts).await,
+            Backend::Disk(d, _) => {
+                let o = cairn_storage::ListOptions {
+                    prefix: opts.prefix.clone(),
+                    start: opts.start.clone(),
+                    start_after: opts.start_after.clone(),
+                    end: opts.end.clone(),
+                    limit: opts.limit,
+                    reverse: opts.reverse,
+                };
+                d.list(obj, &o)
+                    .await
+                    .map(|es| es.into_iter().map(|(k, v)| (k, to_bytes(v))).collect())
+                    .map_err(from_disk_error)
+            }
+        }
+    }
+
+    /// Up to `limit` ids that have data, in order, strictly after `after`.
+    pub fn objects(&self, after: Option<&StoreObjectId>, limit: usize) -> Vec<StoreObjectId> {
+        match &self.0 {
+            Backend::Mem(m) => m.objects(after, limit),
+            Backend::Disk(d, _) => d.objects(after, limit),
+        }
+    }
+
+    /// Resolves once everything issued so far is durable.
+    pub async fn sync(&self) -> Result<(), StorageError> {
+        match &self.0 {
+            Backend::Mem(m) => m.sync().await,
+            Backend::Disk(d, _) => d.sync().await.map_err(from_disk_error),
+        }
+    }
+
+    /// Flushes and checkpoints (disk); nothing to do in memory.
+    pub async fn close(self) -> Result<(), StorageError> {
+        match self.0 {
+            Backend::Mem(m) => m.sync().await,
+            Backend::Disk(d, _) => d.close().await.map_err(from_disk_error),
+        }
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> StoreStats {
+        match &self.0 {
+            Backend::Mem(m) => m.stats(),
+            Backend::Disk(d, _) => {
+                let s = d.stats();
+                StoreStats {
+                    commits: s.groups,
+                    mutations: s.records_written,
+                    read_only_reason: s.read_only,
+                }
+            }
+        }
+    }
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenError {
+    /// What storage said (it names the file and what to do).
+    pub reason: String,
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot open storage: {}", self.reason)
+    }
+}
+
+impl std::error::Error for OpenError {}
+
 /// Why a commit group did not become durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -634,6 +906,11 @@ pub enum StorageError {
     },
     /// A commit failed.
     Commit(CommitError),
+    /// The disk store failed otherwise (a read error, or it was closed).
+    Disk {
+        /// What storage said.
+        reason: String,
+    },
 }
 
 impl From<CommitError> for StorageError {
@@ -661,6 +938,7 @@ impl fmt::Display for StorageError {
                 )
             }
             StorageError::Commit(e) => e.fmt(f),
+            StorageError::Disk { reason } => write!(f, "storage failed: {reason}"),
         }
     }
 }

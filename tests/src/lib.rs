@@ -111,6 +111,8 @@ impl Server {
             .parse()
             .expect("address");
         let mut child = Command::new(cairn_binary())
+            // Small segments: each shard pre-allocates one, and tests start many servers.
+            .args(["--segment-bytes", "1048576"])
             .args([
                 "--listen",
                 &addr.to_string(),
@@ -192,14 +194,23 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for the process to exit.
-    pub fn terminate(mut self) -> ExitStatus {
+    pub fn terminate(self) -> ExitStatus {
+        self.signal("-TERM")
+    }
+
+    /// Sends SIGKILL (a crash) and waits for the process to exit.
+    pub fn kill(self) -> ExitStatus {
+        self.signal("-KILL")
+    }
+
+    fn signal(mut self, sig: &str) -> ExitStatus {
         let pid = self.child.id().to_string();
         let ok = Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([sig, &pid])
             .status()
             .expect("run kill")
             .success();
-        assert!(ok, "kill -TERM {pid}");
+        assert!(ok, "kill {sig} {pid}");
         self.child.wait().expect("wait for cairn")
     }
 }

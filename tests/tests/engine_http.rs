@@ -268,3 +268,52 @@ fn restarting_with_another_shard_count_is_refused_with_a_clear_message() {
         .expect("cairn refuses to start");
     assert!(err.contains("was created with 2 shards"), "{err}");
 }
+
+#[test]
+fn acknowledged_writes_survive_a_restart_and_a_crash() {
+    let dir = temp_dir("durable");
+    let s = Server::start_in(&dir, 4).unwrap();
+    for i in 0..20 {
+        check(
+            &s,
+            "PUT",
+            &format!("/kv/d{i}/keys/k"),
+            &format!("v{i}"),
+            200,
+            r#"{"ok":true}"#,
+        );
+    }
+    check(
+        &s,
+        "POST",
+        "/counter/c/increment?by=3",
+        "",
+        200,
+        r#"{"value":3}"#,
+    );
+    assert!(s.terminate().success());
+    let s = Server::start_in(&dir, 4).unwrap();
+    check(&s, "GET", "/kv/d7/keys/k", "", 200, "v7");
+    check(
+        &s,
+        "POST",
+        "/counter/c/increment",
+        "",
+        200,
+        r#"{"value":4}"#,
+    );
+    // SIGKILL right after the acknowledgement: it must already be on disk.
+    s.kill();
+    let s = Server::start_in(&dir, 4).unwrap();
+    check(&s, "GET", "/counter/c", "", 200, r#"{"value":4}"#);
+    for i in 0..20 {
+        check(
+            &s,
+            "GET",
+            &format!("/kv/d{i}/keys/k"),
+            "",
+            200,
+            &format!("v{i}"),
+        );
+    }
+}
