@@ -24,8 +24,9 @@
 //! - Bad input never crashes a shard: peer errors are answered with their
 //!   4xx; handler panics are caught per poll and answered with 500.
 //!
-//! **Temporary:** storage is an in-memory stand-in honouring the
-//! `cairn-storage` contract until that crate is wired in (see [`store`]).
+//! Storage is `cairn-storage`, one log per shard under
+//! `<data-dir>/shard-NNN/`, reached only through the [`store`] adapter, which
+//! also holds an in-memory model of the same contract for tests.
 
 pub mod builtins;
 pub mod config;

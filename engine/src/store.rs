@@ -169,7 +169,7 @@ pub struct ListOptions {
     pub prefix: Option<Vec<u8>>,
     /// First key, inclusive.
     pub start: Option<Vec<u8>>,
-    /// First key, exclusive (wins over `start` if both are set).
+    /// First key, exclusive; combines with `start` (both bounds apply).
     pub start_after: Option<Vec<u8>>,
     /// Last key, exclusive.
     pub end: Option<Vec<u8>>,
@@ -554,7 +554,9 @@ impl MemStore {
         let Some(m) = data.get(obj) else {
             return Ok(Vec::new());
         };
+        // Both bounds apply when both are given (as in cairn-storage): the stricter wins.
         let lower = match (&opts.start_after, &opts.start) {
+            (Some(a), Some(st)) if st > a => Bound::Included(st.clone()),
             (Some(k), _) => Bound::Excluded(k.clone()),
             (None, Some(k)) => Bound::Included(k.clone()),
             (None, None) => Bound::Unbounded,
