@@ -317,3 +317,21 @@ fn acknowledged_writes_survive_a_restart_and_a_crash() {
         );
     }
 }
+
+#[test]
+fn kv_key_and_value_limits_hold_at_the_limit_and_refuse_one_past_it() {
+    let s = Server::start(1);
+    let value_max = 131_072;
+    assert_eq!(
+        s.send("PUT", "/kv/l/keys/v", &vec![b'x'; value_max]).status,
+        200
+    );
+    let r = s.send("PUT", "/kv/l/keys/v", &vec![b'x'; value_max + 1]);
+    assert_eq!(r.status, 413);
+    assert!(r.text().contains(r#""code":"too_large""#), "{}", r.text());
+    let key_max = 2048;
+    let at = format!("/kv/l/keys/{}", "k".repeat(key_max));
+    assert_eq!(s.send("PUT", &at, b"1").status, 200);
+    let past = format!("/kv/l/keys/{}", "k".repeat(key_max + 1));
+    assert_eq!(s.send("PUT", &past, b"1").status, 413);
+}
