@@ -5,3 +5,247 @@
 //! request path, so they catch what unit tests of one layer cannot. The
 //! `tidy` test lives here too: it reads the repository itself and enforces
 //! the conventions in `docs/ARCHITECTURE.md`.
+//!
+//! [`Server`] builds (once) and starts the `cairn` binary on a free loopback
+//! port with a fresh data directory; [`Server::send`] speaks raw HTTP/1.1
+//! over `std::net`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long a test waits for the server to come up or to answer.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The path of the `cairn` binary, built once per test process.
+pub fn cairn_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "cairn-engine", "--bin", "cairn"])
+            .current_dir(repo_root())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building cairn failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| repo_root().join("target"), PathBuf::from);
+        target.join("debug").join("cairn")
+    })
+}
+
+/// A free loopback port (bound and released; a race with another process is
+/// possible but unlikely).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind port 0")
+}
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("cairn-e2e-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create temp dir");
+    d
+}
+
+/// A running `cairn` process. Killed on drop if still running.
+pub struct Server {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header lines as (lowercase name, value).
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The body as (lossy) UTF-8.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The first header called `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Server {
+    /// Starts `cairn` with `shards` shards on a free port and a fresh data dir.
+    pub fn start(shards: u32) -> Server {
+        let dir = temp_dir("server");
+        Server::start_in(&dir, shards).expect("cairn starts")
+    }
+
+    /// Starts `cairn` on data directory `dir`; `Err` carries stderr if it exits
+    /// instead of coming up.
+    pub fn start_in(dir: &Path, shards: u32) -> Result<Server, String> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
+        let mut child = Command::new(cairn_binary())
+            // Small segments: each shard pre-allocates one, and tests start many servers.
+            .args(["--segment-bytes", "1048576"])
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--shards",
+                &shards.to_string(),
+                "--data-dir",
+            ])
+            .arg(dir.join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cairn");
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Some(_status) = child.try_wait().expect("poll child") {
+                let mut err = String::new();
+                child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+                return Err(err);
+            }
+            if TcpStream::connect(addr).is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "cairn did not come up on {addr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Server {
+            child,
+            addr,
+            data_dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Sends one request on a fresh connection and reads its response.
+    pub fn send(&self, method: &str, path: &str, body: &[u8]) -> HttpResponse {
+        let mut raw = format!(
+            "{method} {path} HTTP/1.1\r\nHost: cairn\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(body);
+        let mut got = self.exchange(&raw, 1);
+        got.remove(0)
+    }
+
+    /// Writes `raw` on one connection and reads `n` responses from it.
+    pub fn exchange(&self, raw: &[u8], n: usize) -> Vec<HttpResponse> {
+        let mut s = TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(STARTUP_TIMEOUT)).expect("timeout");
+        s.write_all(raw).expect("write request");
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        while out.len() < n {
+            if let Some((resp, used)) = parse_response(&buf) {
+                buf.drain(..used);
+                out.push(resp);
+                continue;
+            }
+            let mut chunk = [0u8; 8192];
+            let k = s.read(&mut chunk).expect("read response");
+            assert!(
+                k > 0,
+                "connection closed after {} of {n} responses; buffered {:?}",
+                out.len(),
+                buf
+            );
+            buf.extend_from_slice(&chunk[..k]);
+        }
+        out
+    }
+
+    /// Writes `raw` and reads until the server closes the connection.
+    pub fn raw_until_close(&self, raw: &[u8]) -> Vec<u8> {
+        let mut s = TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(STARTUP_TIMEOUT)).expect("timeout");
+        s.write_all(raw).expect("write");
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).expect("read to close");
+        buf
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(self) -> ExitStatus {
+        self.signal("-TERM")
+    }
+
+    /// Sends SIGKILL (a crash) and waits for the process to exit.
+    pub fn kill(self) -> ExitStatus {
+        self.signal("-KILL")
+    }
+
+    fn signal(mut self, sig: &str) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+        self.child.wait().expect("wait for cairn")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Parses one response with a `Content-Length` body from the front of `buf`.
+pub fn parse_response(buf: &[u8]) -> Option<(HttpResponse, usize)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&buf[..end]).expect("response head is ASCII");
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map_or(0, |(_, v)| v.parse().unwrap_or(0));
+    let total = end + 4 + len;
+    if buf.len() < total {
+        return None;
+    }
+    Some((
+        HttpResponse {
+            status,
+            headers,
+            body: buf[end + 4..total].to_vec(),
+        },
+        total,
+    ))
+}

@@ -1,0 +1,708 @@
+//! The object runtime on one shard: activation, the input and output gates,
+//! panic isolation, alarms and eviction.
+//!
+//! Everything here is shard-local and `!Send` (`Rc`, `RefCell`): the compiler
+//! refuses to move an object's state to another thread. Requests for objects
+//! another shard owns leave through the [`Forwarder`] the shard layer installs.
+//!
+//! # Input gate
+//!
+//! An object handles one event (request or alarm) at a time, in arrival
+//! order: each active object has one bounded FIFO queue
+//! (`object_queue_depth_max` events) drained by one runner task, which awaits
+//! each handler to completion before taking the next event. Two handlers of one
+//! object therefore never interleave, even though each may suspend. A full
+//! queue refuses the event at once with 503 `overloaded` rather than growing
+//! memory. Tests: `input_gate_delivers_events_in_arrival_order`,
+//! `input_gate_refuses_events_past_the_queue_limit`.
+//!
+//! # Output gate
+//!
+//! A response that follows a write is released only once that write is
+//! durable. The object remembers the ticket of its latest write; when a
+//! handler returns, its response waits for that ticket (tickets resolve in
+//! order, so the latest covers every earlier write, including writes of
+//! earlier events whose data this handler may have read). Meanwhile the runner
+//! already starts the object's next event: that is what lets a hot object's
+//! writes share one fdatasync. If the commit fails, the held response is
+//! replaced by 500 `storage_failed`: a failed flush never releases a response.
+//! `Context::allow_unconfirmed` releases one event's response without waiting.
+//! Tests: `output_gate_holds_response_until_fdatasync`,
+//! `failed_flush_never_releases_response`,
+//! `object_handles_next_event_while_previous_write_commits`.
+//!
+//! # Panics
+//!
+//! Each poll of a handler runs under `catch_unwind`. A panic answers its
+//! request with 500 `handler_panicked` and a request id (also printed to
+//! stderr), and the object's instance is dropped and re-created, so its
+//! in-memory state is reloaded from storage. Writes it made before panicking
+//! were already applied and stay. The shard lives on.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context as TaskContext, Poll};
+
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+
+use crate::context::{Context, META_ALARM, META_CLASS, META_NAME};
+use crate::id::{ObjectId, shard_of};
+use crate::object::{Classes, ErrorCode, Object, ObjectFactory, Request, Response};
+use crate::store::{Store, Ticket};
+
+/// The runtime's limits and identity on one shard.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// This shard.
+    pub shard_id: u32,
+    /// Shards in the server.
+    pub shard_count: u32,
+    /// Events queued per object before 503. Default 128.
+    pub object_queue_depth_max: usize,
+    /// Idle time after which an object is evicted. Default 60000.
+    pub idle_ms_evict: u64,
+    /// In-memory object budget; least recently used idle objects go first. Default 256 MiB.
+    pub object_memory_bytes_max: u64,
+    /// Bytes charged per active object on top of its own `memory_bytes`. Default 1024.
+    pub object_overhead_bytes: u64,
+    /// Largest user key. Default 2048.
+    pub key_bytes_max: usize,
+    /// Most keys in one batch call. Default 128.
+    pub batch_keys_max: usize,
+    /// Alarm handler runs before an alarm is given up. Default 6.
+    pub alarm_attempts_max: u32,
+    /// First retry delay; doubles per attempt. Default 1000.
+    pub alarm_backoff_ms_base: u64,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            shard_id: 0,
+            shard_count: 1,
+            object_queue_depth_max: 128,
+            idle_ms_evict: 60_000,
+            object_memory_bytes_max: 256 << 20,
+            object_overhead_bytes: 1024,
+            key_bytes_max: 2048,
+            batch_keys_max: 128,
+            alarm_attempts_max: 6,
+            alarm_backoff_ms_base: 1000,
+        }
+    }
+}
+
+/// Which object an event is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The object's class.
+    pub class: String,
+    /// The object's ID.
+    pub id: ObjectId,
+    /// The name it was addressed by, if any.
+    pub name: Option<Vec<u8>>,
+}
+
+/// Where a response goes once released. Called exactly once.
+pub type Reply = Box<dyn FnOnce(Response)>;
+
+/// Sends events for objects this shard does not own to their shard. Installed
+/// by the shard layer; absent in single-shard tests.
+pub trait Forwarder {
+    /// Delivers `req` for `target` to shard `shard`, and its response to `reply`.
+    fn forward(&self, shard: u32, target: Target, req: Request, reply: Reply);
+}
+
+/// Milliseconds since the Unix epoch; injectable so tests control time.
+pub type Clock = Rc<dyn Fn() -> u64>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Rc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    })
+}
+
+/// State of one object that outlives a single event but not its activation.
+pub(crate) struct ObjectState {
+    pub(crate) target: Target,
+    /// INVARIANT: the ticket of the latest write this activation made; tickets
+    /// resolve in order, so it being durable means every earlier write is.
+    pub(crate) last_ticket: RefCell<Option<Ticket>>,
+    pub(crate) meta_written: Cell<bool>,
+}
+
+impl ObjectState {
+    pub(crate) fn note_write(&self, t: Ticket) {
+        *self.last_ticket.borrow_mut() = Some(t);
+    }
+
+    fn has_unconfirmed_writes(&self) -> bool {
+        self.last_ticket
+            .borrow()
+            .as_ref()
+            .is_some_and(|t| !t.is_durable())
+    }
+}
+
+enum Event {
+    Fetch { req: Request, reply: Reply },
+    Alarm { scheduled_ms: u64, attempt: u32 },
+}
+
+struct Active {
+    state: Rc<ObjectState>,
+    queue: LocalSender<Event>,
+    /// Events queued or running; the object is only evicted at zero.
+    pending: Cell<usize>,
+    last_used_ms: Cell<u64>,
+    memory_bytes: Cell<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct AlarmEntry {
+    at_ms: u64,
+    attempt: u32,
+}
+
+/// Counters exported as metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostMetrics {
+    /// Requests handed to local objects.
+    pub requests: u64,
+    /// Events refused because an object's queue was full.
+    pub overloaded: u64,
+    /// Handler panics caught.
+    pub panics: u64,
+    /// Objects activated.
+    pub activations: u64,
+    /// Objects evicted.
+    pub evictions: u64,
+    /// Alarm handler runs that succeeded.
+    pub alarms_fired: u64,
+    /// Alarm handler runs that failed (each retry counts).
+    pub alarms_failed: u64,
+    /// Alarms given up after `alarm_attempts_max` failures.
+    pub alarms_abandoned: u64,
+    /// Responses replaced by 500 because their write failed to commit.
+    pub storage_failures: u64,
+}
+
+pub(crate) struct HostInner {
+    pub(crate) cfg: HostConfig,
+    pub(crate) store: Store,
+    classes: Classes,
+    clock: Clock,
+    active: RefCell<HashMap<ObjectId, Rc<Active>>>,
+    alarm_queue: RefCell<BTreeSet<(u64, ObjectId)>>,
+    alarms: RefCell<HashMap<ObjectId, (AlarmEntry, Target)>>,
+    alarm_wake: LocalSender<()>,
+    alarm_wake_rx: RefCell<Option<LocalReceiver<()>>>,
+    forwarder: RefCell<Option<Rc<dyn Forwarder>>>,
+    request_seq: Cell<u64>,
+    metrics: RefCell<HostMetrics>,
+}
+
+/// One shard's object runtime. `!Send`; cheap to clone.
+#[derive(Clone)]
+pub struct ObjectHost {
+    inner: Rc<HostInner>,
+}
+
+impl ObjectHost {
+    /// A runtime serving `classes` from `store`.
+    pub fn new(cfg: HostConfig, classes: Classes, store: Store, clock: Clock) -> ObjectHost {
+        assert!(
+            cfg.shard_id < cfg.shard_count,
+            "shard {} of {}",
+            cfg.shard_id,
+            cfg.shard_count
+        );
+        let (tx, rx) = local_channel::new_bounded(1);
+        ObjectHost {
+            inner: Rc::new(HostInner {
+                cfg,
+                store,
+                classes,
+                clock,
+                active: RefCell::new(HashMap::new()),
+                alarm_queue: RefCell::new(BTreeSet::new()),
+                alarms: RefCell::new(HashMap::new()),
+                alarm_wake: tx,
+                alarm_wake_rx: RefCell::new(Some(rx)),
+                forwarder: RefCell::new(None),
+                request_seq: Cell::new(0),
+                metrics: RefCell::new(HostMetrics::default()),
+            }),
+        }
+    }
+
+    /// Installs the route to other shards.
+    pub fn set_forwarder(&self, f: Rc<dyn Forwarder>) {
+        *self.inner.forwarder.borrow_mut() = Some(f);
+    }
+
+    /// The classes this host serves.
+    pub fn classes(&self) -> &Classes {
+        &self.inner.classes
+    }
+
+    /// The shard's store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The runtime configuration.
+    pub fn config(&self) -> &HostConfig {
+        &self.inner.cfg
+    }
+
+    /// Routes `req` to `target` on whichever shard owns it; `reply` gets the response.
+    pub fn dispatch(&self, target: Target, req: Request, reply: Reply) {
+        HostInner::dispatch(&self.inner, target, req, reply);
+    }
+
+    /// Routes `req` to `target` and waits for the response.
+    pub async fn call(&self, target: Target, req: Request) -> Response {
+        HostInner::call(&self.inner, target, req).await
+    }
+
+    /// Counters so far.
+    pub fn metrics(&self) -> HostMetrics {
+        self.inner.metrics.borrow().clone()
+    }
+
+    /// Objects currently in memory.
+    pub fn active_count(&self) -> usize {
+        self.inner.active.borrow().len()
+    }
+
+    /// Evicts objects idle for `idle_ms_evict` as of `now_ms`, then least
+    /// recently used idle objects until the memory budget holds. Busy objects
+    /// and objects with writes not yet durable stay. Returns how many went.
+    pub fn evict(&self, now_ms: u64) -> usize {
+        let inner = &self.inner;
+        let mut active = inner.active.borrow_mut();
+        let evictable = |a: &Active| a.pending.get() == 0 && !a.state.has_unconfirmed_writes();
+        let before = active.len();
+        active.retain(|_, a| {
+            !(evictable(a)
+                && now_ms.saturating_sub(a.last_used_ms.get()) >= inner.cfg.idle_ms_evict)
+        });
+        let mut total: u64 = active.values().map(|a| a.memory_bytes.get()).sum();
+        if total > inner.cfg.object_memory_bytes_max {
+            let mut lru: Vec<(u64, ObjectId, u64)> = active
+                .iter()
+                .filter(|(_, a)| evictable(a))
+                .map(|(id, a)| (a.last_used_ms.get(), *id, a.memory_bytes.get()))
+                .collect();
+            lru.sort();
+            for (_, id, bytes) in lru {
+                if total <= inner.cfg.object_memory_bytes_max {
+                    break;
+                }
+                active.remove(&id);
+                total -= bytes;
+            }
+        }
+        let gone = before - active.len();
+        inner.metrics.borrow_mut().evictions += gone as u64;
+        gone
+    }
+
+    /// Delivers every alarm due at `now_ms` to its object's input queue.
+    /// Returns how many were delivered.
+    pub fn fire_due_alarms(&self, now_ms: u64) -> usize {
+        let inner = &self.inner;
+        let mut n = 0;
+        loop {
+            let due = {
+                let mut q = inner.alarm_queue.borrow_mut();
+                match q.first().copied() {
+                    Some((at, id)) if at <= now_ms => {
+                        q.remove(&(at, id));
+                        Some(id)
+                    }
+                    _ => None,
+                }
+            };
+            let Some(id) = due else { break };
+            let Some((entry, target)) = inner.alarms.borrow_mut().remove(&id) else {
+                continue;
+            };
+            let ev = Event::Alarm {
+                scheduled_ms: entry.at_ms,
+                attempt: entry.attempt,
+            };
+            if let Err(ev) = HostInner::enqueue(inner, target.clone(), ev) {
+                // The object's queue is full: try again shortly, same attempt.
+                let Event::Alarm { attempt, .. } = *ev else {
+                    unreachable!("we sent an alarm")
+                };
+                inner.schedule_retry(
+                    &target,
+                    entry.at_ms,
+                    now_ms + inner.cfg.alarm_backoff_ms_base,
+                    attempt,
+                );
+            } else {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The earliest pending alarm time on this shard.
+    pub fn next_alarm_ms(&self) -> Option<u64> {
+        self.inner.alarm_queue.borrow().first().map(|(at, _)| *at)
+    }
+
+    /// Re-arms every alarm recorded in storage (after a restart).
+    pub async fn recover_alarms(&self) -> usize {
+        let store = self.inner.store.clone();
+        let mut after = None;
+        let mut n = 0;
+        loop {
+            let ids = store.objects(after.as_ref(), 256);
+            let Some(last) = ids.last().copied() else {
+                break;
+            };
+            for raw in ids {
+                let Ok(Some(at)) = store.get(&raw, META_ALARM).await else {
+                    continue;
+                };
+                let Ok(at) = <[u8; 8]>::try_from(&at[..]) else {
+                    continue;
+                };
+                let Ok(Some(class)) = store.get(&raw, META_CLASS).await else {
+                    continue;
+                };
+                let Ok(class) = std::str::from_utf8(&class) else {
+                    continue;
+                };
+                let name = store
+                    .get(&raw, META_NAME)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|n| n.to_vec());
+                let target = Target {
+                    class: class.to_string(),
+                    id: ObjectId(raw),
+                    name,
+                };
+                self.inner
+                    .schedule_alarm(&target, u64::from_be_bytes(at), 0);
+                n += 1;
+            }
+            after = Some(last);
+        }
+        n
+    }
+
+    /// Runs forever on the shard: fires alarms when due and evicts idle objects.
+    pub async fn run_timers(self) {
+        let Some(wake) = self.inner.alarm_wake_rx.borrow_mut().take() else {
+            return;
+        };
+        loop {
+            let now = (self.inner.clock)();
+            self.fire_due_alarms(now);
+            self.evict(now);
+            let tick = self.inner.cfg.idle_ms_evict.clamp(10, 1000);
+            let wait_ms = self
+                .next_alarm_ms()
+                .map_or(tick, |at| at.saturating_sub(now).min(tick));
+            let sleep = glommio::timer::sleep(std::time::Duration::from_millis(wait_ms));
+            futures_lite::future::or(sleep, async {
+                wake.recv().await;
+            })
+            .await;
+        }
+    }
+}
+
+impl HostInner {
+    fn dispatch(this: &Rc<HostInner>, target: Target, req: Request, reply: Reply) {
+        let owner = shard_of(&target.id, this.cfg.shard_count);
+        if owner != this.cfg.shard_id {
+            let fwd = this.forwarder.borrow().clone();
+            match fwd {
+                Some(f) => f.forward(owner, target, req, reply),
+                None => reply(Response::error(
+                    ErrorCode::Overloaded,
+                    "no route to the owning shard",
+                )),
+            }
+            return;
+        }
+        if this.classes.get(&target.class).is_none() {
+            reply(Response::error(
+                ErrorCode::NotFound,
+                &format!("no class named {:?}", target.class),
+            ));
+            return;
+        }
+        this.metrics.borrow_mut().requests += 1;
+        if let Err(ev) = Self::enqueue(this, target, Event::Fetch { req, reply }) {
+            let Event::Fetch { reply, .. } = *ev else {
+                unreachable!("we sent a fetch")
+            };
+            this.metrics.borrow_mut().overloaded += 1;
+            reply(Response::error(
+                ErrorCode::Overloaded,
+                "the object's queue is full; retry later",
+            ));
+        }
+    }
+
+    pub(crate) async fn call(this: &Rc<HostInner>, target: Target, req: Request) -> Response {
+        let (tx, rx) = local_channel::new_bounded(1);
+        Self::dispatch(
+            this,
+            target,
+            req,
+            Box::new(move |resp| {
+                let _ = tx.try_send(resp);
+            }),
+        );
+        rx.recv()
+            .await
+            .unwrap_or_else(|| Response::error(ErrorCode::ShuttingDown, "the object went away"))
+    }
+
+    /// The input gate's entrance: appends `ev` to the object's queue, activating
+    /// the object first if needed. Gives the event back if the queue is full.
+    fn enqueue(this: &Rc<HostInner>, target: Target, ev: Event) -> Result<(), Box<Event>> {
+        debug_assert_eq!(
+            shard_of(&target.id, this.cfg.shard_count),
+            this.cfg.shard_id
+        );
+        let existing = this.active.borrow().get(&target.id).cloned();
+        let active = match existing {
+            Some(a) => a,
+            None => {
+                let Some(factory) = this.classes.get(&target.class).cloned() else {
+                    return Err(Box::new(ev));
+                };
+                Self::activate(this, target, factory)
+            }
+        };
+        match active.queue.try_send(ev) {
+            Ok(()) => {
+                active.pending.set(active.pending.get() + 1);
+                active.last_used_ms.set((this.clock)());
+                Ok(())
+            }
+            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(ev))) => {
+                Err(Box::new(ev))
+            }
+            Err(e) => panic!("object queue closed while the object is active: {e}"),
+        }
+    }
+
+    fn activate(this: &Rc<HostInner>, target: Target, factory: ObjectFactory) -> Rc<Active> {
+        let (tx, rx) = local_channel::new_bounded(this.cfg.object_queue_depth_max);
+        let state = Rc::new(ObjectState {
+            target,
+            last_ticket: RefCell::new(None),
+            meta_written: Cell::new(false),
+        });
+        let active = Rc::new(Active {
+            state: state.clone(),
+            queue: tx,
+            pending: Cell::new(0),
+            last_used_ms: Cell::new((this.clock)()),
+            memory_bytes: Cell::new(this.cfg.object_overhead_bytes),
+        });
+        this.active
+            .borrow_mut()
+            .insert(state.target.id, active.clone());
+        this.metrics.borrow_mut().activations += 1;
+        let weak = Rc::downgrade(&active);
+        glommio::spawn_local(run_object(this.clone(), state, weak, rx, factory)).detach();
+        active
+    }
+
+    fn next_request_id(&self) -> String {
+        let n = self.request_seq.get() + 1;
+        self.request_seq.set(n);
+        format!("{:x}-{n:x}", self.cfg.shard_id)
+    }
+
+    pub(crate) fn schedule_alarm(&self, target: &Target, at_ms: u64, attempt: u32) {
+        self.schedule_retry(target, at_ms, at_ms, attempt);
+    }
+
+    /// Queues the alarm recorded as `at_ms` to fire at `fire_ms`.
+    fn schedule_retry(&self, target: &Target, at_ms: u64, fire_ms: u64, attempt: u32) {
+        self.unschedule_alarm(&target.id);
+        self.alarm_queue.borrow_mut().insert((fire_ms, target.id));
+        self.alarms
+            .borrow_mut()
+            .insert(target.id, (AlarmEntry { at_ms, attempt }, target.clone()));
+        let _ = self.alarm_wake.try_send(());
+    }
+
+    pub(crate) fn unschedule_alarm(&self, id: &ObjectId) {
+        let removed = self.alarms.borrow_mut().remove(id);
+        if removed.is_some() {
+            self.alarm_queue.borrow_mut().retain(|(_, i)| i != id);
+        }
+    }
+}
+
+/// The runner: the input gate's single consumer for one object.
+async fn run_object(
+    host: Rc<HostInner>,
+    state: Rc<ObjectState>,
+    active: std::rc::Weak<Active>,
+    rx: LocalReceiver<Event>,
+    factory: ObjectFactory,
+) {
+    let mut instance: Box<dyn Object> = factory();
+    while let Some(ev) = rx.recv().await {
+        let ctx = Context {
+            host: host.clone(),
+            obj: state.clone(),
+            unconfirmed: Cell::new(false),
+        };
+        let panicked = match ev {
+            Event::Fetch { req, reply } => {
+                let outcome = CatchUnwind(instance.fetch(&ctx, req)).await;
+                match outcome {
+                    Ok(resp) => {
+                        output_gate(&host, &ctx, resp, reply);
+                        false
+                    }
+                    Err(()) => {
+                        let rid = host.next_request_id();
+                        eprintln!(
+                            "cairn: handler of {} panicked; request id {rid}",
+                            state.target.id
+                        );
+                        reply(Response::error(
+                            ErrorCode::HandlerPanicked,
+                            &format!("request id {rid}"),
+                        ));
+                        true
+                    }
+                }
+            }
+            Event::Alarm {
+                scheduled_ms,
+                attempt,
+            } => run_alarm(&host, &ctx, &mut instance, scheduled_ms, attempt).await,
+        };
+        if panicked {
+            host.metrics.borrow_mut().panics += 1;
+            // Reset: a fresh instance reloads its state from storage.
+            instance = factory();
+        }
+        if let Some(a) = active.upgrade() {
+            a.pending.set(a.pending.get() - 1);
+            a.last_used_ms.set((host.clock)());
+            a.memory_bytes
+                .set(host.cfg.object_overhead_bytes + instance.memory_bytes() as u64);
+        }
+    }
+}
+
+/// The output gate: releases `resp` once every write before it is durable.
+fn output_gate(host: &Rc<HostInner>, ctx: &Context, resp: Response, reply: Reply) {
+    let held = if ctx.unconfirmed.get() {
+        None
+    } else {
+        ctx.obj.last_ticket.borrow().clone()
+    };
+    match held.filter(|t| !t.is_durable()) {
+        None => reply(resp),
+        Some(t) => {
+            let host = host.clone();
+            glommio::spawn_local(async move {
+                match t.durable().await {
+                    Ok(()) => reply(resp),
+                    Err(e) => {
+                        host.metrics.borrow_mut().storage_failures += 1;
+                        reply(Response::error(ErrorCode::StorageFailed, &e.to_string()));
+                    }
+                }
+            })
+            .detach();
+        }
+    }
+}
+
+/// Runs one alarm attempt; returns whether the handler panicked.
+async fn run_alarm(
+    host: &Rc<HostInner>,
+    ctx: &Context,
+    instance: &mut Box<dyn Object>,
+    scheduled_ms: u64,
+    attempt: u32,
+) -> bool {
+    // The alarm may have been deleted or moved since it was queued.
+    if ctx.get_alarm().await.ok().flatten() != Some(scheduled_ms) {
+        return false;
+    }
+    let outcome = CatchUnwind(instance.alarm(ctx)).await;
+    let ok = matches!(outcome, Ok(Ok(())));
+    if ok {
+        host.metrics.borrow_mut().alarms_fired += 1;
+        // Delete only if the handler did not set a new alarm.
+        if ctx.get_alarm().await.ok().flatten() == Some(scheduled_ms) {
+            let _ = ctx.delete_alarm();
+        }
+    } else {
+        host.metrics.borrow_mut().alarms_failed += 1;
+        let next = attempt + 1;
+        if next >= host.cfg.alarm_attempts_max {
+            host.metrics.borrow_mut().alarms_abandoned += 1;
+            eprintln!(
+                "cairn: alarm of {} failed {next} times; giving up",
+                ctx.id()
+            );
+            let _ = ctx.delete_alarm();
+        } else {
+            let delay = host
+                .cfg
+                .alarm_backoff_ms_base
+                .saturating_mul(1 << attempt.min(30));
+            let now = (host.clock)();
+            host.schedule_retry(
+                &ctx.obj.target,
+                scheduled_ms,
+                now.saturating_add(delay),
+                next,
+            );
+        }
+    }
+    outcome.is_err()
+}
+
+/// Polls the inner future under `catch_unwind`; a panic becomes `Err(())`.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        // AssertUnwindSafe: after a panic the future is dropped and the object's
+        // instance replaced, so no state observed mid-panic is used again.
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut self.0).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(_) => Poll::Ready(Err(())),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "host_tests.rs"]
+mod tests;

@@ -1,0 +1,646 @@
+//! Tests of the object runtime: gates, panics, eviction, alarms and the storage API.
+
+use std::cell::{Cell, RefCell};
+use std::error::Error;
+use std::rc::Rc;
+
+use super::*;
+use crate::id::id_from_name;
+use crate::object::LocalFuture;
+use crate::store::{CommitVerdicts, ImmediateCommits, ListOptions, ScriptedCommits, StoreOptions};
+use crate::testing::{run_local, settle};
+
+/// A test class whose behaviour is chosen by the request path.
+#[derive(Default)]
+struct Probe {
+    hits: u64,
+}
+
+fn num(v: Option<bytes::Bytes>) -> u64 {
+    v.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn text(status: u16, s: impl ToString) -> Response {
+    Response::new(status, s.to_string())
+}
+
+impl Object for Probe {
+    fn fetch<'a>(&'a mut self, ctx: &'a Context, req: Request) -> LocalFuture<'a, Response> {
+        Box::pin(async move {
+            self.hits += 1;
+            let st = ctx.storage();
+            match req.path.as_str() {
+                "/incr" => {
+                    let n = num(st.get(b"n").await.unwrap());
+                    // Suspend between read and write: the input gate must keep
+                    // other events of this object out of this window.
+                    for _ in 0..3 {
+                        glommio::executor().yield_task_queue_now().await;
+                    }
+                    st.put(b"n", (n + 1).to_string().as_bytes()).unwrap();
+                    text(200, n + 1)
+                }
+                "/get" => text(200, num(st.get(b"n").await.unwrap())),
+                "/peek" => {
+                    ctx.allow_unconfirmed();
+                    text(200, num(st.get(b"n").await.unwrap()))
+                }
+                "/hits" => text(200, self.hits),
+                "/panic" => panic!("probe asked to panic"),
+                "/set-alarm" => {
+                    let at = num(req.query_param("at").map(bytes::Bytes::from));
+                    ctx.set_alarm(at).unwrap();
+                    text(200, "ok")
+                }
+                "/alarm" => text(200, format!("{:?}", ctx.get_alarm().await.unwrap())),
+                "/clear" => {
+                    st.delete_all().unwrap();
+                    text(200, "ok")
+                }
+                "/call" => {
+                    let other = req.query_param("name").unwrap();
+                    let r = ctx
+                        .stub("probe", &other)
+                        .fetch(Request::new("POST", "/incr"))
+                        .await;
+                    text(200, format!("other={}", String::from_utf8_lossy(&r.body)))
+                }
+                _ => text(404, "no such probe route"),
+            }
+        })
+    }
+
+    fn alarm<'a>(&'a mut self, ctx: &'a Context) -> LocalFuture<'a, Result<(), Box<dyn Error>>> {
+        Box::pin(async move {
+            let st = ctx.storage();
+            let runs = num(st.get(b"alarm_runs").await?) + 1;
+            st.put(b"alarm_runs", runs.to_string().as_bytes())?;
+            if runs <= num(st.get(b"fail_first").await?) {
+                return Err("probe alarm failing on purpose".into());
+            }
+            Ok(())
+        })
+    }
+
+    fn memory_bytes(&self) -> usize {
+        1000
+    }
+}
+
+fn classes() -> Classes {
+    let mut c = Classes::new();
+    c.register("probe", Probe::default);
+    c
+}
+
+fn target(name: &str) -> Target {
+    Target {
+        class: "probe".into(),
+        id: id_from_name("probe", name.as_bytes()),
+        name: Some(name.into()),
+    }
+}
+
+struct Rig {
+    host: ObjectHost,
+    now: Rc<Cell<u64>>,
+    verdicts: Option<CommitVerdicts>,
+}
+
+async fn rig_with(cfg: HostConfig, scripted: bool) -> Rig {
+    let (path, verdicts): (Rc<dyn crate::store::CommitPath>, _) = if scripted {
+        let (p, v) = ScriptedCommits::new();
+        (Rc::new(p), Some(v))
+    } else {
+        (Rc::new(ImmediateCommits), None)
+    };
+    let store = Store::open(StoreOptions::default(), path).await.unwrap();
+    let now = Rc::new(Cell::new(1_000_000));
+    let clock_now = now.clone();
+    let host = ObjectHost::new(cfg, classes(), store, Rc::new(move || clock_now.get()));
+    Rig {
+        host,
+        now,
+        verdicts,
+    }
+}
+
+async fn rig() -> Rig {
+    rig_with(HostConfig::default(), false).await
+}
+
+/// Dispatches a request whose response lands in the returned cell.
+fn send(host: &ObjectHost, name: &str, method: &str, path: &str) -> Rc<RefCell<Option<Response>>> {
+    let slot = Rc::new(RefCell::new(None));
+    let s = slot.clone();
+    host.dispatch(
+        target(name),
+        Request::new(method, path),
+        Box::new(move |r| *s.borrow_mut() = Some(r)),
+    );
+    slot
+}
+
+fn body(slot: &Rc<RefCell<Option<Response>>>) -> Option<String> {
+    slot.borrow()
+        .as_ref()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+}
+
+async fn call(host: &ObjectHost, name: &str, method: &str, path: &str) -> (u16, String) {
+    let r = host.call(target(name), Request::new(method, path)).await;
+    (r.status, String::from_utf8_lossy(&r.body).into_owned())
+}
+
+#[test]
+fn input_gate_delivers_events_in_arrival_order() {
+    run_local(async {
+        let r = rig().await;
+        let slots: Vec<_> = (0..10)
+            .map(|_| send(&r.host, "a", "POST", "/incr"))
+            .collect();
+        settle().await;
+        let got: Vec<_> = slots.iter().map(|s| body(s).unwrap()).collect();
+        let expected: Vec<_> = (1..=10).map(|n| n.to_string()).collect();
+        assert_eq!(
+            got, expected,
+            "each increment saw the previous one: no interleaving"
+        );
+    });
+}
+
+#[test]
+fn input_gate_refuses_events_past_the_queue_limit() {
+    run_local(async {
+        let cfg = HostConfig {
+            object_queue_depth_max: 3,
+            ..HostConfig::default()
+        };
+        let r = rig_with(cfg, false).await;
+        // Without a suspension in between the runner cannot drain the queue.
+        let slots: Vec<_> = (0..4).map(|_| send(&r.host, "a", "GET", "/get")).collect();
+        let refused = slots[3]
+            .borrow()
+            .clone()
+            .expect("the fourth is refused at once");
+        assert_eq!(refused.status, 503);
+        assert!(body(&slots[3]).unwrap().contains("\"overloaded\""));
+        settle().await;
+        assert!(
+            slots[..3]
+                .iter()
+                .all(|s| s.borrow().as_ref().unwrap().status == 200),
+            "three fit"
+        );
+        assert_eq!(r.host.metrics().overloaded, 1);
+    });
+}
+
+#[test]
+fn output_gate_holds_response_until_fdatasync() {
+    run_local(async {
+        let r = rig_with(HostConfig::default(), true).await;
+        let v = r.verdicts.as_ref().unwrap();
+        let slot = send(&r.host, "a", "POST", "/incr");
+        settle().await;
+        assert_eq!(v.started(), 1, "the write is being committed");
+        assert_eq!(body(&slot), None, "held while the commit is in flight");
+        v.release();
+        settle().await;
+        assert_eq!(body(&slot).as_deref(), Some("1"));
+    });
+}
+
+#[test]
+fn failed_flush_never_releases_response() {
+    run_local(async {
+        let r = rig_with(HostConfig::default(), true).await;
+        let slot = send(&r.host, "a", "POST", "/incr");
+        settle().await;
+        r.verdicts
+            .as_ref()
+            .unwrap()
+            .fail("injected fdatasync failure");
+        settle().await;
+        let resp = slot.borrow().clone().unwrap();
+        assert_eq!(resp.status, 500);
+        assert!(
+            body(&slot).unwrap().contains("storage_failed"),
+            "{:?}",
+            body(&slot)
+        );
+        assert_eq!(r.host.metrics().storage_failures, 1);
+    });
+}
+
+#[test]
+fn read_after_unconfirmed_write_is_held_too() {
+    run_local(async {
+        let r = rig_with(HostConfig::default(), true).await;
+        let w = send(&r.host, "a", "POST", "/incr");
+        let rd = send(&r.host, "a", "GET", "/get");
+        settle().await;
+        assert_eq!(
+            (body(&w), body(&rd)),
+            (None, None),
+            "the read saw an uncommitted write"
+        );
+        r.verdicts.as_ref().unwrap().release();
+        settle().await;
+        assert_eq!(
+            (body(&w).as_deref(), body(&rd).as_deref()),
+            (Some("1"), Some("1"))
+        );
+    });
+}
+
+#[test]
+fn object_handles_next_event_while_previous_write_commits() {
+    run_local(async {
+        let r = rig_with(HostConfig::default(), true).await;
+        let w = send(&r.host, "a", "POST", "/incr");
+        let peek = send(&r.host, "a", "GET", "/peek");
+        settle().await;
+        assert_eq!(body(&w), None, "the write's response waits for its commit");
+        assert_eq!(
+            body(&peek).as_deref(),
+            Some("1"),
+            "the next event ran and read the uncommitted write"
+        );
+        r.verdicts.as_ref().unwrap().release();
+        settle().await;
+        assert_eq!(body(&w).as_deref(), Some("1"));
+    });
+}
+
+#[test]
+fn writes_of_concurrent_events_share_one_commit() {
+    run_local(async {
+        let r = rig_with(HostConfig::default(), true).await;
+        let v = r.verdicts.as_ref().unwrap();
+        let slots: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|n| send(&r.host, n, "POST", "/incr"))
+            .collect();
+        settle().await;
+        v.release();
+        settle().await;
+        assert!(slots.iter().all(|s| body(s).as_deref() == Some("1")));
+        assert_eq!(
+            v.started(),
+            1,
+            "three objects' writes went out in one group commit"
+        );
+    });
+}
+
+#[test]
+fn panicking_handler_gets_500_with_request_id_and_object_is_reset() {
+    run_local(async {
+        let r = rig().await;
+        assert_eq!(call(&r.host, "a", "POST", "/incr").await, (200, "1".into()));
+        assert_eq!(call(&r.host, "a", "GET", "/hits").await, (200, "2".into()));
+        let (status, b) = call(&r.host, "a", "GET", "/panic").await;
+        assert_eq!(status, 500);
+        assert!(
+            b.contains("handler_panicked") && b.contains("request id 0-1"),
+            "{b}"
+        );
+        assert_eq!(
+            call(&r.host, "a", "GET", "/hits").await,
+            (200, "1".into()),
+            "fresh instance"
+        );
+        assert_eq!(
+            call(&r.host, "a", "GET", "/get").await,
+            (200, "1".into()),
+            "storage survived"
+        );
+        assert_eq!(r.host.metrics().panics, 1);
+    });
+}
+
+#[test]
+fn unknown_class_is_404() {
+    run_local(async {
+        let r = rig().await;
+        let t = Target {
+            class: "nope".into(),
+            id: id_from_name("nope", b"x"),
+            name: None,
+        };
+        let resp = r.host.call(t, Request::new("GET", "/")).await;
+        assert_eq!(resp.status, 404);
+    });
+}
+
+#[test]
+fn idle_objects_are_evicted_and_come_back_from_storage() {
+    run_local(async {
+        let r = rig().await;
+        call(&r.host, "a", "POST", "/incr").await;
+        assert_eq!(r.host.active_count(), 1);
+        let idle = r.host.config().idle_ms_evict;
+        assert_eq!(
+            r.host.evict(r.now.get() + idle - 1),
+            0,
+            "not idle long enough"
+        );
+        assert_eq!(
+            r.host.evict(r.now.get() + idle),
+            1,
+            "idle exactly the limit"
+        );
+        assert_eq!(r.host.active_count(), 0);
+        assert_eq!(call(&r.host, "a", "GET", "/get").await, (200, "1".into()));
+        assert_eq!(
+            call(&r.host, "a", "GET", "/hits").await,
+            (200, "2".into()),
+            "a new instance"
+        );
+    });
+}
+
+#[test]
+fn objects_with_uncommitted_writes_are_not_evicted() {
+    run_local(async {
+        let r = rig_with(HostConfig::default(), true).await;
+        let _w = send(&r.host, "a", "POST", "/incr");
+        settle().await;
+        assert_eq!(r.host.evict(u64::MAX), 0);
+        r.verdicts.as_ref().unwrap().release();
+        settle().await;
+        assert_eq!(r.host.evict(u64::MAX), 1);
+    });
+}
+
+#[test]
+fn memory_budget_evicts_least_recently_used_first() {
+    run_local(async {
+        // Probe reports 1000 bytes; no overhead; room for two objects.
+        let cfg = HostConfig {
+            object_overhead_bytes: 0,
+            object_memory_bytes_max: 2000,
+            ..HostConfig::default()
+        };
+        let r = rig_with(cfg, false).await;
+        for (i, n) in ["a", "b", "c"].iter().enumerate() {
+            r.now.set(1_000_000 + i as u64);
+            call(&r.host, n, "GET", "/get").await;
+        }
+        assert_eq!(r.host.evict(r.now.get()), 1);
+        assert!(
+            !r.host.inner.active.borrow().contains_key(&target("a").id),
+            "oldest went"
+        );
+        assert_eq!(r.host.active_count(), 2);
+    });
+}
+
+#[test]
+fn alarm_fires_when_due_and_is_then_cleared() {
+    run_local(async {
+        let r = rig().await;
+        let at = r.now.get() + 500;
+        call(&r.host, "a", "POST", &format!("/set-alarm?at={at}")).await;
+        assert_eq!(
+            call(&r.host, "a", "GET", "/alarm").await.1,
+            format!("Some({at})")
+        );
+        assert_eq!(r.host.fire_due_alarms(at - 1), 0);
+        assert_eq!(r.host.fire_due_alarms(at), 1);
+        settle().await;
+        assert_eq!(r.host.metrics().alarms_fired, 1);
+        assert_eq!(call(&r.host, "a", "GET", "/alarm").await.1, "None");
+        assert_eq!(r.host.next_alarm_ms(), None);
+    });
+}
+
+#[test]
+fn failing_alarm_is_retried_with_exponential_backoff() {
+    run_local(async {
+        let r = rig().await;
+        let st = r.host.store().clone();
+        let id = target("a").id;
+        let mut key = vec![crate::context::NS_USER];
+        key.extend_from_slice(b"fail_first");
+        st.put(id.as_bytes(), &key, b"2").unwrap();
+        let at = r.now.get();
+        call(&r.host, "a", "POST", &format!("/set-alarm?at={at}")).await;
+        let base = r.host.config().alarm_backoff_ms_base;
+        r.host.fire_due_alarms(at);
+        settle().await;
+        assert_eq!(
+            r.host.next_alarm_ms(),
+            Some(at + base),
+            "first retry after the base delay"
+        );
+        r.now.set(at + base);
+        r.host.fire_due_alarms(at + base);
+        settle().await;
+        assert_eq!(
+            r.host.next_alarm_ms(),
+            Some(at + base + 2 * base),
+            "then twice as long"
+        );
+        r.now.set(at + 3 * base);
+        r.host.fire_due_alarms(at + 3 * base);
+        settle().await;
+        let m = r.host.metrics();
+        assert_eq!((m.alarms_failed, m.alarms_fired), (2, 1));
+        assert_eq!(r.host.next_alarm_ms(), None);
+    });
+}
+
+#[test]
+fn alarm_is_abandoned_after_the_attempt_limit() {
+    run_local(async {
+        let r = rig().await;
+        let id = target("a").id;
+        let mut key = vec![crate::context::NS_USER];
+        key.extend_from_slice(b"fail_first");
+        r.host.store().put(id.as_bytes(), &key, b"1000").unwrap();
+        call(
+            &r.host,
+            "a",
+            "POST",
+            &format!("/set-alarm?at={}", r.now.get()),
+        )
+        .await;
+        let attempts = r.host.config().alarm_attempts_max;
+        assert!(attempts >= 6, "the brief asks for at least 6 attempts");
+        for _ in 0..attempts {
+            let due = r.host.next_alarm_ms().expect("still scheduled");
+            r.now.set(due);
+            r.host.fire_due_alarms(due);
+            settle().await;
+        }
+        let m = r.host.metrics();
+        assert_eq!(
+            (m.alarms_failed, m.alarms_abandoned),
+            (u64::from(attempts), 1)
+        );
+        assert_eq!(r.host.next_alarm_ms(), None);
+        assert_eq!(call(&r.host, "a", "GET", "/alarm").await.1, "None");
+    });
+}
+
+#[test]
+fn delete_all_also_clears_the_alarm() {
+    run_local(async {
+        let r = rig().await;
+        call(&r.host, "a", "POST", "/set-alarm?at=5000000").await;
+        call(&r.host, "a", "POST", "/clear").await;
+        assert_eq!(r.host.next_alarm_ms(), None);
+        assert_eq!(call(&r.host, "a", "GET", "/alarm").await.1, "None");
+    });
+}
+
+#[test]
+fn alarms_are_rearmed_from_storage_after_a_restart() {
+    run_local(async {
+        let r = rig().await;
+        call(&r.host, "a", "POST", "/set-alarm?at=5000000").await;
+        // A new host over the same store stands in for a restart.
+        let host2 = ObjectHost::new(
+            HostConfig::default(),
+            classes(),
+            r.host.store().clone(),
+            system_clock(),
+        );
+        assert_eq!(host2.next_alarm_ms(), None);
+        assert_eq!(host2.recover_alarms().await, 1);
+        assert_eq!(host2.next_alarm_ms(), Some(5_000_000));
+        host2.fire_due_alarms(5_000_000);
+        settle().await;
+        assert_eq!(
+            host2.metrics().alarms_fired,
+            1,
+            "the re-created object knew its class"
+        );
+    });
+}
+
+#[test]
+fn stubs_call_other_objects() {
+    run_local(async {
+        let r = rig().await;
+        assert_eq!(
+            call(&r.host, "a", "GET", "/call?name=b").await,
+            (200, "other=1".into())
+        );
+        assert_eq!(call(&r.host, "b", "GET", "/get").await, (200, "1".into()));
+    });
+}
+
+/// A class that exercises the storage API directly.
+struct StorageUser;
+
+impl Object for StorageUser {
+    fn fetch<'a>(&'a mut self, ctx: &'a Context, req: Request) -> LocalFuture<'a, Response> {
+        Box::pin(async move {
+            let st = ctx.storage();
+            let max = ctx.host.cfg.key_bytes_max;
+            let out: String = match req.path.as_str() {
+                "/limits" => {
+                    let at = st.put(&vec![b'k'; max], b"v").is_ok();
+                    let past = st.put(&vec![b'k'; max + 1], b"v").is_err();
+                    let keys: Vec<Vec<u8>> =
+                        (0..129).map(|i: u32| i.to_be_bytes().to_vec()).collect();
+                    let entries: Vec<(&[u8], &[u8])> =
+                        keys.iter().map(|k| (k.as_slice(), &b""[..])).collect();
+                    let batch_at = st.put_many(&entries[..128]).is_ok();
+                    let batch_past = st.put_many(&entries).is_err();
+                    format!("{at} {past} {batch_at} {batch_past}")
+                }
+                "/list" => {
+                    for k in ["a", "b1", "b2", "c"] {
+                        st.put(k.as_bytes(), b"").unwrap();
+                    }
+                    ctx.set_alarm(9).unwrap();
+                    let all = st.list(&ListOptions::default()).await.unwrap();
+                    let rev = st
+                        .list(&ListOptions {
+                            reverse: true,
+                            limit: Some(1),
+                            ..ListOptions::default()
+                        })
+                        .await
+                        .unwrap();
+                    let pre = st
+                        .list(&ListOptions {
+                            prefix: Some(b"b".to_vec()),
+                            ..ListOptions::default()
+                        })
+                        .await
+                        .unwrap();
+                    let show = |v: Vec<(Vec<u8>, bytes::Bytes)>| {
+                        v.into_iter()
+                            .map(|(k, _)| String::from_utf8(k).unwrap())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    };
+                    format!("{} | {} | {}", show(all), show(rev), show(pre))
+                }
+                "/txn" => {
+                    st.put(b"x", b"old").unwrap();
+                    let t = st.transaction();
+                    t.put(b"x", b"new").unwrap();
+                    let inside = t.get(b"x").await.unwrap().unwrap();
+                    drop(t);
+                    let after_drop = st.get(b"x").await.unwrap().unwrap();
+                    let t = st.transaction();
+                    t.put(b"x", b"committed").unwrap();
+                    t.delete(b"y").unwrap();
+                    t.commit().unwrap();
+                    let after_commit = st.get(b"x").await.unwrap().unwrap();
+                    let deleted = st.delete_many(&[b"x", b"zz"]).await.unwrap();
+                    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                    format!(
+                        "{} {} {} {deleted}",
+                        s(&inside),
+                        s(&after_drop),
+                        s(&after_commit)
+                    )
+                }
+                _ => String::new(),
+            };
+            Response::new(200, out)
+        })
+    }
+}
+
+fn storage_call(path: &str) -> String {
+    let path = path.to_string();
+    run_local(async move {
+        let store = Store::open(StoreOptions::default(), Rc::new(ImmediateCommits))
+            .await
+            .unwrap();
+        let mut c = Classes::new();
+        c.register("s", || StorageUser);
+        let host = ObjectHost::new(HostConfig::default(), c, store, system_clock());
+        let t = Target {
+            class: "s".into(),
+            id: id_from_name("s", b"x"),
+            name: None,
+        };
+        let r = host.call(t, Request::new("GET", &path)).await;
+        String::from_utf8(r.body.to_vec()).unwrap()
+    })
+}
+
+#[test]
+fn storage_limits_hold_at_the_limit_and_refuse_one_past_it() {
+    assert_eq!(storage_call("/limits"), "true true true true");
+}
+
+#[test]
+fn list_sees_user_keys_only_never_engine_metadata() {
+    assert_eq!(storage_call("/list"), "a,b1,b2,c | c | b1,b2");
+}
+
+#[test]
+fn transactions_see_their_writes_and_apply_only_on_commit() {
+    assert_eq!(storage_call("/txn"), "new old committed 1");
+}

@@ -1,0 +1,316 @@
+//! What an object class implements ([`Object`]), the request and response it
+//! sees, and the registry of classes a server hosts.
+//!
+//! Handler futures are not `Send`: an object lives on one shard for its whole
+//! activation, so it may hold `Rc`s and `RefCell`s freely.
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::context::Context;
+pub use crate::store::LocalFuture;
+
+/// A Durable Object class. One instance exists per active object; the engine
+/// calls at most one handler of it at a time (the input gate), so `&mut self`
+/// is safe to hold across awaits.
+///
+/// Extension point: WebSocket handlers (`websocket_message`,
+/// `websocket_close`) arrive with a later issue as further default methods
+/// here, so existing classes keep compiling.
+pub trait Object: 'static {
+    /// Handles a request addressed to this object.
+    fn fetch<'a>(&'a mut self, ctx: &'a Context, req: Request) -> LocalFuture<'a, Response>;
+
+    /// Runs when the object's alarm fires. An `Err` (or a panic) is retried with
+    /// exponential backoff. The default does nothing.
+    fn alarm<'a>(&'a mut self, ctx: &'a Context) -> LocalFuture<'a, Result<(), Box<dyn Error>>> {
+        let _ = ctx;
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Approximate bytes of in-memory state, for the shard's LRU memory budget.
+    fn memory_bytes(&self) -> usize {
+        0
+    }
+}
+
+/// A request as an object sees it, independent of transport. `Send`, so it can
+/// cross to the owning shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    /// `GET`, `POST`...
+    pub method: String,
+    /// The path after the object's address, starting with `/` (or empty).
+    pub path: String,
+    /// The raw query string, without `?`.
+    pub query: String,
+    /// Header names (lowercase) and values.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Request {
+    /// A request with no headers and no body.
+    pub fn new(method: &str, path: &str) -> Request {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        Request {
+            method: method.into(),
+            path: path.into(),
+            query: query.into(),
+            ..Request::default()
+        }
+    }
+
+    /// The same request with `body`.
+    pub fn with_body(mut self, body: impl Into<Bytes>) -> Request {
+        self.body = body.into();
+        self
+    }
+
+    /// The first query parameter called `name`, percent-decoded; `None` if it is
+    /// absent or does not decode.
+    pub fn query_param(&self, name: &str) -> Option<Vec<u8>> {
+        self.query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k)? == name.as_bytes())
+                .then(|| percent_decode(v))
+                .flatten()
+        })
+    }
+}
+
+/// Decodes `%XX` escapes and `+` as space (query-string style is not applied to
+/// `+`: it stays `+`, because keys may contain it). `None` on a bad escape.
+pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            let s = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(s, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// A response from an object. `Send`, so it can cross back to the shard that
+/// holds the connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Response {
+    /// HTTP status code.
+    pub status: u16,
+    /// Header names and values.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Response {
+    /// A response with `status` and `body`.
+    pub fn new(status: u16, body: impl Into<Bytes>) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// A JSON response; `body` must already be JSON.
+    pub fn json(status: u16, body: impl Into<String>) -> Response {
+        let mut r = Response::new(status, body.into());
+        r.headers
+            .push(("content-type".into(), "application/json".into()));
+        r
+    }
+
+    /// The engine's JSON error shape: `{"error":{"code":"...","message":"..."}}`.
+    pub fn error(code: ErrorCode, message: &str) -> Response {
+        Response::json(
+            code.status(),
+            format!(
+                r#"{{"error":{{"code":"{}","message":"{}"}}}}"#,
+                code.as_str(),
+                json_escape(message)
+            ),
+        )
+    }
+
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Escapes `s` for use inside a JSON string literal.
+pub fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Stable error codes in JSON error bodies. Clients may match on them; they
+/// never change meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 400: the request is malformed for this route.
+    BadRequest,
+    /// 404: no such class, route or key.
+    NotFound,
+    /// 405: the route exists but not with this method.
+    MethodNotAllowed,
+    /// 413: a key, value or batch over its limit.
+    TooLarge,
+    /// 500: the object's handler panicked; the message carries a request id.
+    HandlerPanicked,
+    /// 500: the write could not be made durable.
+    StorageFailed,
+    /// 503: the object's queue (or a shard mailbox) is full; retry later.
+    Overloaded,
+    /// 503: the server is shutting down.
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    /// The code as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::HandlerPanicked => "handler_panicked",
+            ErrorCode::StorageFailed => "storage_failed",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// The HTTP status that goes with the code.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::HandlerPanicked | ErrorCode::StorageFailed => 500,
+            ErrorCode::Overloaded | ErrorCode::ShuttingDown => 503,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Makes a fresh instance of a class. Shared by every shard, hence `Send + Sync`.
+pub type ObjectFactory = Arc<dyn Fn() -> Box<dyn Object> + Send + Sync>;
+
+/// The classes a server hosts, by name. Cloned into every shard.
+#[derive(Clone, Default)]
+pub struct Classes {
+    map: BTreeMap<String, ObjectFactory>,
+}
+
+impl Classes {
+    /// An empty registry.
+    pub fn new() -> Classes {
+        Classes::default()
+    }
+
+    /// Registers class `name`; a later registration of the same name replaces it.
+    pub fn register<F, O>(&mut self, name: &str, make: F) -> &mut Classes
+    where
+        F: Fn() -> O + Send + Sync + 'static,
+        O: Object,
+    {
+        self.map.insert(
+            name.to_string(),
+            Arc::new(move || Box::new(make()) as Box<dyn Object>),
+        );
+        self
+    }
+
+    /// The factory for `name`.
+    pub fn get(&self, name: &str) -> Option<&ObjectFactory> {
+        self.map.get(name)
+    }
+
+    /// Registered class names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.map.keys().map(String::as_str)
+    }
+}
+
+impl fmt::Debug for Classes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.map.keys()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_decode(input: &str, expected: Option<&[u8]>) {
+        assert_eq!(percent_decode(input).as_deref(), expected, "{input:?}");
+    }
+
+    #[test]
+    fn percent_decoding_accepts_escapes_and_refuses_broken_ones() {
+        check_decode("abc", Some(b"abc"));
+        check_decode("a%2Fb", Some(b"a/b"));
+        check_decode("%00%ff", Some(&[0, 0xff]));
+        check_decode("a+b", Some(b"a+b"));
+        check_decode("%", None);
+        check_decode("%4", None);
+        check_decode("%zz", None);
+    }
+
+    #[test]
+    fn query_params_are_found_and_decoded() {
+        let r = Request::new("GET", "/keys?prefix=a%2F&limit=3&reverse");
+        assert_eq!(r.path, "/keys");
+        assert_eq!(r.query_param("prefix").as_deref(), Some(&b"a/"[..]));
+        assert_eq!(r.query_param("limit").as_deref(), Some(&b"3"[..]));
+        assert_eq!(r.query_param("reverse").as_deref(), Some(&b""[..]));
+        assert_eq!(r.query_param("end"), None);
+    }
+
+    #[test]
+    fn error_bodies_carry_stable_codes_and_escaped_messages() {
+        let r = Response::error(ErrorCode::NotFound, "no \"x\"");
+        assert_eq!(r.status, 404);
+        assert_eq!(
+            &r.body[..],
+            br#"{"error":{"code":"not_found","message":"no \"x\""}}"#
+        );
+        assert_eq!(r.header("Content-Type"), Some("application/json"));
+    }
+}

@@ -1,0 +1,474 @@
+//! Shards: one thread and one glommio `LocalExecutor` each, the mailboxes
+//! between them, and the router that sends an event to its owning shard.
+//!
+//! # Shard router
+//!
+//! **Invariant (ownership):** an event for object `id` is handled only on shard
+//! `shard_of(id, shard_count)`. Any shard may receive a request (every shard
+//! accepts on the same port); [`ObjectHost::dispatch`] hands events for other
+//! shards to this module's [`MailboxRouter`], which sends them over a bounded
+//! mailbox to the owner and routes the response back to the sender's `Reply`.
+//!
+//! Mailboxes form a full mesh of glommio `shared_channel`s, one per ordered
+//! pair of shards, each holding at most `mailbox_depth_max` messages. They are
+//! lock-free single-producer single-consumer rings with an eventfd wakeup: no
+//! `Mutex` is on the request path. A full request mailbox refuses the request
+//! at once with 503 `overloaded`; responses are never dropped (a response to a
+//! full mailbox waits for room in a task of its own).
+//!
+//! What crosses shards is only `Send` data ([`Mail`]: IDs, strings, `Bytes`
+//! bodies); objects and their state never move. The channel endpoints cross
+//! once, at start-up, as [`ForeignMailboxes`], and become shard-local
+//! (`ConnectedSender`/`ConnectedReceiver`) the moment their shard connects them.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+use crate::datadir::{DataDirError, open_data_dir};
+use crate::host::{Forwarder, HostConfig, ObjectHost, Reply, Target, system_clock};
+use crate::object::{Classes, ErrorCode, LocalFuture, Request, Response};
+use crate::store::Store;
+
+/// A message between shards. Only `Send` data.
+pub enum Mail {
+    /// Handle `req` for `target` and answer with `corr`.
+    Request {
+        /// Correlates the response with the sender's waiting `Reply`.
+        corr: u64,
+        /// The object.
+        target: Target,
+        /// The request.
+        req: Request,
+    },
+    /// The answer to the request numbered `corr`.
+    Response {
+        /// The request's correlation number.
+        corr: u64,
+        /// The response.
+        resp: Response,
+    },
+}
+
+/// The endpoints of one shard's mailboxes before the shard has connected them:
+/// the only mailbox state that ever crosses threads, hence the name.
+pub struct ForeignMailboxes {
+    /// `to[j]`: sender to shard `j` (`None` for this shard itself).
+    to: Vec<Option<SharedSender<Mail>>>,
+    /// `from[j]`: receiver of mail from shard `j`.
+    from: Vec<Option<SharedReceiver<Mail>>>,
+}
+
+/// Builds the full mesh of mailboxes: one bounded channel per ordered pair.
+fn mesh(shards: u32, depth: usize) -> Vec<ForeignMailboxes> {
+    let n = shards as usize;
+    let mut boxes: Vec<ForeignMailboxes> = (0..n)
+        .map(|_| ForeignMailboxes {
+            to: (0..n).map(|_| None).collect(),
+            from: (0..n).map(|_| None).collect(),
+        })
+        .collect();
+    for i in 0..n {
+        for j in 0..n {
+            if i != j {
+                let (tx, rx) = shared_channel::new_bounded(depth);
+                boxes[i].to[j] = Some(tx);
+                boxes[j].from[i] = Some(rx);
+            }
+        }
+    }
+    boxes
+}
+
+/// The shard-local router: sends requests to their owners and matches the
+/// responses to waiting replies.
+pub struct MailboxRouter {
+    to: Vec<Option<Rc<ConnectedSender<Mail>>>>,
+    pending: RefCell<HashMap<u64, Reply>>,
+    next_corr: Cell<u64>,
+}
+
+impl Forwarder for MailboxRouter {
+    fn forward(&self, shard: u32, target: Target, req: Request, reply: Reply) {
+        let Some(Some(tx)) = self.to.get(shard as usize) else {
+            reply(Response::error(
+                ErrorCode::Overloaded,
+                "no mailbox to the owning shard",
+            ));
+            return;
+        };
+        let corr = self.next_corr.get();
+        self.next_corr.set(corr + 1);
+        match tx.try_send(Mail::Request { corr, target, req }) {
+            Ok(()) => {
+                self.pending.borrow_mut().insert(corr, reply);
+            }
+            Err(_) => reply(Response::error(
+                ErrorCode::Overloaded,
+                "the owning shard's mailbox is full; retry later",
+            )),
+        }
+    }
+}
+
+/// What a shard gives code that runs on it (the HTTP listener, embedders).
+#[derive(Clone)]
+pub struct Shard {
+    /// This shard's number.
+    pub id: u32,
+    /// Its object runtime.
+    pub host: ObjectHost,
+    /// The server configuration.
+    pub config: Rc<Config>,
+    /// Set when the server is shutting down.
+    pub stopping: Arc<AtomicBool>,
+    /// Requests being handled on this shard's connections; shutdown waits for zero.
+    pub in_flight: Rc<Cell<usize>>,
+}
+
+/// Code to run on every shard once it is up, e.g. the HTTP listener.
+pub type ShardTask = Arc<dyn Fn(Shard) -> LocalFuture<'static, ()> + Send + Sync>;
+
+/// A running server: its shard threads and the switch that stops them.
+pub struct ServerHandle {
+    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl ServerHandle {
+    /// Asks every shard to stop; [`ServerHandle::join`] waits for them.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// The flag shards watch; set it from a signal handler thread.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stopping.clone()
+    }
+
+    /// Waits for every shard thread to finish.
+    pub fn join(self) -> Result<(), StartError> {
+        for (i, t) in self.threads.into_iter().enumerate() {
+            t.join().map_err(|e| StartError::Shard {
+                shard: i as u32,
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// How often a shard checks the stop flag. Not on the request path.
+const STOP_POLL_MS: u64 = 20;
+
+/// Starts `config.shards` shard threads serving `classes`, running `tasks` on
+/// each shard once it is up.
+pub fn start(
+    config: Config,
+    classes: Classes,
+    tasks: Vec<ShardTask>,
+) -> Result<ServerHandle, StartError> {
+    open_data_dir(&config.data_dir, config.shards).map_err(StartError::DataDir)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for (i, boxes) in mesh(config.shards, config.mailbox_depth_max)
+        .into_iter()
+        .enumerate()
+    {
+        let shard_id = i as u32;
+        let placement = if config.pin {
+            Placement::Fixed(i % cores)
+        } else {
+            Placement::Unbound
+        };
+        let (config, classes, tasks, stopping) = (
+            config.clone(),
+            classes.clone(),
+            tasks.clone(),
+            stopping.clone(),
+        );
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("cairn-shard-{i}"))
+            .io_memory(config.io_memory_bytes)
+            .spawn(move || run_shard(shard_id, config, classes, boxes, tasks, stopping))
+            .map_err(|e| StartError::Shard {
+                shard: shard_id,
+                reason: e.to_string(),
+            })?;
+        threads.push(handle);
+    }
+    Ok(ServerHandle { threads, stopping })
+}
+
+async fn run_shard(
+    shard_id: u32,
+    config: Config,
+    classes: Classes,
+    boxes: ForeignMailboxes,
+    tasks: Vec<ShardTask>,
+    stopping: Arc<AtomicBool>,
+) {
+    let dir = config.data_dir.join(format!("shard-{shard_id:03}"));
+    let opts = cairn_storage::StoreOptions {
+        shard_id,
+        shard_count: config.shards,
+        // One byte more than the user limit: the engine's namespace byte.
+        key_bytes_max: config.key_bytes_max + 1,
+        value_bytes_max: config.value_bytes_max,
+        segment_bytes: config.segment_bytes,
+        ..cairn_storage::StoreOptions::default()
+    };
+    let store = match Store::open_disk(&dir, opts).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cairn: shard {shard_id}: {e} ({})", dir.display());
+            std::process::exit(1);
+        }
+    };
+    let host_cfg = HostConfig {
+        shard_id,
+        shard_count: config.shards,
+        object_queue_depth_max: config.object_queue_depth_max,
+        idle_ms_evict: config.idle_ms_evict,
+        object_memory_bytes_max: config.object_memory_bytes_max,
+        key_bytes_max: config.key_bytes_max,
+        ..HostConfig::default()
+    };
+    let host = ObjectHost::new(host_cfg, classes, store, system_clock());
+    host.recover_alarms().await;
+
+    // Connecting a sender waits for its receiver to connect on the peer shard,
+    // so every receiver connects in its own task first; connecting in sequence
+    // would deadlock the mesh.
+    let receivers: Vec<_> = boxes
+        .from
+        .into_iter()
+        .enumerate()
+        .filter_map(|(peer, rx)| rx.map(|rx| (peer, glommio::spawn_local(rx.connect()))))
+        .collect();
+    let mut to = Vec::new();
+    for tx in boxes.to {
+        to.push(match tx {
+            Some(tx) => Some(Rc::new(tx.connect().await)),
+            None => None,
+        });
+    }
+    let router = Rc::new(MailboxRouter {
+        to,
+        pending: RefCell::new(HashMap::new()),
+        next_corr: Cell::new(0),
+    });
+    host.set_forwarder(router.clone());
+    for (peer, rx) in receivers {
+        let rx = rx.await;
+        let (host, router) = (host.clone(), router.clone());
+        glommio::spawn_local(async move {
+            while let Some(mail) = rx.recv().await {
+                deliver(&host, &router, peer, mail);
+            }
+        })
+        .detach();
+    }
+    glommio::spawn_local(host.clone().run_timers()).detach();
+
+    let in_flight = Rc::new(Cell::new(0));
+    let shard = Shard {
+        id: shard_id,
+        host,
+        config: Rc::new(config),
+        stopping: stopping.clone(),
+        in_flight: in_flight.clone(),
+    };
+    for t in &tasks {
+        glommio::spawn_local(t(shard.clone())).detach();
+    }
+    while !stopping.load(Ordering::Acquire) {
+        glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+    }
+    // Graceful stop: let requests already being handled finish (bounded).
+    for _ in 0..(SHUTDOWN_DRAIN_MS / STOP_POLL_MS) {
+        if in_flight.get() == 0 {
+            break;
+        }
+        glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+    }
+    if let Err(e) = shard.host.store().sync().await {
+        eprintln!("cairn: shard {shard_id}: final sync failed: {e}");
+    }
+}
+
+/// How long a stopping shard waits for requests in flight.
+const SHUTDOWN_DRAIN_MS: u64 = 5000;
+
+/// Handles one piece of mail from shard `peer`.
+fn deliver(host: &ObjectHost, router: &Rc<MailboxRouter>, peer: usize, mail: Mail) {
+    match mail {
+        Mail::Request { corr, target, req } => {
+            let back = router.to[peer]
+                .clone()
+                .expect("a peer that sent mail has a mailbox back");
+            host.dispatch(
+                target,
+                req,
+                Box::new(move |resp| {
+                    if let Err(e) = back.try_send(Mail::Response { corr, resp }) {
+                        let glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(mail)) = e else {
+                            return; // the peer is gone (shutting down)
+                        };
+                        glommio::spawn_local(async move {
+                            let _ = back.send(mail).await;
+                        })
+                        .detach();
+                    }
+                }),
+            );
+        }
+        Mail::Response { corr, resp } => {
+            let reply = router.pending.borrow_mut().remove(&corr);
+            // A missing entry is a bug in this module, not peer input: shards are trusted.
+            let reply = reply.expect("every response matches a pending request");
+            reply(resp);
+        }
+    }
+}
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data directory is unusable.
+    DataDir(DataDirError),
+    /// A shard thread could not start or failed.
+    Shard {
+        /// Which shard.
+        shard: u32,
+        /// What glommio said.
+        reason: String,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::DataDir(e) => e.fmt(f),
+            StartError::Shard { shard, reason } => write!(
+                f,
+                "shard {shard}: {reason} (if this mentions memlock, raise `ulimit -l` or lower --io-memory-bytes)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::Context;
+    use crate::id::{id_from_name, shard_of};
+    use crate::object::Object;
+
+    /// Answers with the shard it runs on and its hit count.
+    struct WhereAmI {
+        hits: u32,
+    }
+
+    impl Object for WhereAmI {
+        fn fetch<'a>(&'a mut self, ctx: &'a Context, _req: Request) -> LocalFuture<'a, Response> {
+            self.hits += 1;
+            let body = format!("{} {}", ctx.shard_id(), self.hits);
+            Box::pin(async move { Response::new(200, body) })
+        }
+    }
+
+    #[test]
+    fn requests_reach_the_owning_shard_and_responses_come_back() {
+        let dir = std::env::temp_dir().join(format!("cairn-shard-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = Config {
+            shards: 4,
+            pin: false,
+            data_dir: dir.clone(),
+            ..Config::default()
+        };
+        let mut classes = Classes::new();
+        classes.register("where", || WhereAmI { hits: 0 });
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<(String, String)>>();
+        let tx = std::sync::Mutex::new(Some(tx));
+        let task: ShardTask = Arc::new(move |shard: Shard| {
+            let tx = if shard.id == 0 {
+                tx.lock().unwrap().take()
+            } else {
+                None
+            };
+            Box::pin(async move {
+                let Some(tx) = tx else { return };
+                let mut out = Vec::new();
+                for round in 0..2 {
+                    for i in 0..20 {
+                        let name = format!("obj-{i}");
+                        let id = id_from_name("where", name.as_bytes());
+                        let t = Target {
+                            class: "where".into(),
+                            id,
+                            name: Some(name.clone().into_bytes()),
+                        };
+                        let r = shard.host.call(t, Request::new("GET", "/")).await;
+                        let want = format!("{} {}", shard_of(&id, 4), round + 1);
+                        out.push((String::from_utf8(r.body.to_vec()).unwrap(), want));
+                    }
+                }
+                tx.send(out).unwrap();
+            })
+        });
+        let server = start(config, classes, vec![task]).unwrap();
+        let got = rx.recv().unwrap();
+        server.stop();
+        server.join().unwrap();
+        assert_eq!(got.len(), 40);
+        for (got, want) in &got {
+            assert_eq!(got, want);
+        }
+        let shards: std::collections::BTreeSet<_> = got
+            .iter()
+            .map(|(g, _)| g.split(' ').next().unwrap())
+            .collect();
+        assert_eq!(shards.len(), 4, "20 names spread over all four shards");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn starting_with_another_shard_count_is_refused() {
+        let dir = std::env::temp_dir().join(format!("cairn-shard-count-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = Config {
+            shards: 2,
+            data_dir: dir.clone(),
+            ..Config::default()
+        };
+        let first = start(config.clone(), Classes::new(), vec![]).unwrap();
+        first.stop();
+        first.join().unwrap();
+        let e = start(
+            Config {
+                shards: 3,
+                ..config
+            },
+            Classes::new(),
+            vec![],
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("created with 2 shards"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

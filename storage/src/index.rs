@@ -1,0 +1,205 @@
+//! The in-memory index: per object, keys in order mapped to their latest value or its location.
+//!
+//! INVARIANT: the index reflects every mutation issued, durable or not (read-your-writes), and
+//! nothing else. `ahash` is deliberately not used: objects are kept ordered for `objects()`.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::ops::{Bound, Deref, Range};
+use std::rc::Rc;
+
+use crate::format::BodyBytes;
+
+/// An object's identity: 32 opaque bytes (the engine hashes names into it).
+pub type ObjectId = [u8; 32];
+
+/// Segment number meaning "not yet written".
+pub(crate) const SEG_PENDING: u32 = u32::MAX;
+
+/// One archived record kept in memory, and where it went on disk once written.
+#[derive(Debug)]
+pub(crate) struct RecordBuf {
+    /// The archived body (rkyv), 16-byte aligned.
+    pub(crate) body: BodyBytes,
+    /// Segment holding it, `SEG_PENDING` until written.
+    pub(crate) seg: Cell<u32>,
+    /// File offset of the body inside the segment, once written.
+    pub(crate) body_off: Cell<u64>,
+    /// Bytes of this record's operations already superseded while it was pending.
+    pub(crate) dead_bytes: Cell<u64>,
+    /// Bytes its puts are charged for (`entry_bytes`), counted once when it is made.
+    pub(crate) put_bytes: u64,
+    /// True if a put's value is larger than the inline limit (it leaves memory once durable).
+    pub(crate) has_large: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Backing {
+    Record(Rc<RecordBuf>),
+    Plain(Rc<[u8]>),
+}
+
+/// A value: a cheap handle to bytes that are read in place from the archived record (for
+/// in-memory values) or from a buffer read off disk (for large values).
+#[derive(Clone, Debug)]
+pub struct Value {
+    backing: Backing,
+    range: Range<usize>,
+}
+
+impl Value {
+    pub(crate) fn in_record(rec: Rc<RecordBuf>, range: Range<usize>) -> Value {
+        assert!(range.end <= rec.body.len());
+        Value {
+            backing: Backing::Record(rec),
+            range,
+        }
+    }
+
+    pub(crate) fn plain(bytes: Vec<u8>) -> Value {
+        let range = 0..bytes.len();
+        Value {
+            backing: Backing::Plain(bytes.into()),
+            range,
+        }
+    }
+
+    pub(crate) fn record(&self) -> Option<&Rc<RecordBuf>> {
+        match &self.backing {
+            Backing::Record(r) => Some(r),
+            Backing::Plain(_) => None,
+        }
+    }
+
+    pub(crate) fn range(&self) -> Range<usize> {
+        self.range.clone()
+    }
+}
+
+impl Deref for Value {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.backing {
+            Backing::Record(r) => &r.body[self.range.clone()],
+            Backing::Plain(p) => &p[self.range.clone()],
+        }
+    }
+}
+
+impl AsRef<[u8]> for Value {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl PartialEq<[u8]> for Value {
+    fn eq(&self, other: &[u8]) -> bool {
+        **self == *other
+    }
+}
+
+/// Where a key's latest value is.
+#[derive(Clone, Debug)]
+pub(crate) enum Loc {
+    /// In memory, inside its archived record.
+    Mem(Value),
+    /// On disk only: segment, file offset and length of the value bytes.
+    Disk { seg: u32, off: u64, len: u32 },
+}
+
+impl Loc {
+    /// The segment holding it, or `SEG_PENDING`.
+    pub(crate) fn seg(&self) -> u32 {
+        match self {
+            Loc::Mem(v) => v.record().map_or(SEG_PENDING, |r| r.seg.get()),
+            Loc::Disk { seg, .. } => *seg,
+        }
+    }
+
+    pub(crate) fn value_len(&self) -> usize {
+        match self {
+            Loc::Mem(v) => v.len(),
+            Loc::Disk { len, .. } => *len as usize,
+        }
+    }
+}
+
+/// Bytes an entry is charged for when counting live and dead bytes per segment.
+pub(crate) fn entry_bytes(key_len: usize, value_len: usize) -> u64 {
+    (key_len + value_len + 64) as u64
+}
+
+/// Per-object ordered maps.
+#[derive(Default, Debug)]
+pub(crate) struct Index {
+    pub(crate) objects: BTreeMap<ObjectId, BTreeMap<Vec<u8>, Loc>>,
+}
+
+impl Index {
+    pub(crate) fn get(&self, obj: &ObjectId, key: &[u8]) -> Option<&Loc> {
+        self.objects.get(obj)?.get(key)
+    }
+
+    /// Sets a key, returning the location it replaces.
+    pub(crate) fn put(&mut self, obj: &ObjectId, key: &[u8], loc: Loc) -> Option<Loc> {
+        let map = self.objects.entry(*obj).or_default();
+        match map.get_mut(key) {
+            Some(slot) => Some(std::mem::replace(slot, loc)),
+            None => {
+                map.insert(key.to_vec(), loc);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn delete(&mut self, obj: &ObjectId, key: &[u8]) -> Option<Loc> {
+        let map = self.objects.get_mut(obj)?;
+        let old = map.remove(key);
+        if map.is_empty() {
+            self.objects.remove(obj);
+        }
+        old
+    }
+
+    pub(crate) fn delete_all(&mut self, obj: &ObjectId) -> Option<BTreeMap<Vec<u8>, Loc>> {
+        self.objects.remove(obj)
+    }
+
+    pub(crate) fn objects_after(&self, after: Option<&ObjectId>, limit: usize) -> Vec<ObjectId> {
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.objects
+            .range::<ObjectId, _>((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, if there is one.
+pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut p = prefix.to_vec();
+    while let Some(last) = p.pop() {
+        if last < u8::MAX {
+            p.push(last + 1);
+            return Some(p);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_successor_skips_trailing_ff_bytes() {
+        let check = |p: &[u8], want: Option<&[u8]>| {
+            assert_eq!(prefix_successor(p).as_deref(), want, "{p:?}")
+        };
+        check(b"a", Some(b"b"));
+        check(b"ab", Some(b"ac"));
+        check(&[1, 0xff], Some(&[2]));
+        check(&[0xff, 0xff], None);
+        check(b"", None);
+    }
+}

@@ -1,0 +1,1201 @@
+//! The store: operations, commit tickets, and the group-commit loop.
+//!
+//! INVARIANT (commit groups): a mutation joins the group that is open when it is issued; the
+//! group-commit loop closes the open group only when it runs, and it runs only when the
+//! executor switches tasks, i.e. at an `.await` that suspends. So every mutation issued between
+//! two suspending awaits lands in one group, and a group is one contiguous write followed by
+//! one fdatasync, marked complete by `FLAG_GROUP_END` on its last record: durable all or nothing.
+//!
+//! INVARIANT (tickets): a ticket of group `g` resolves `Ok` only after the fdatasync covering
+//! `g` returned success; groups are written strictly one after another, so tickets resolve in
+//! order. A failed write or fdatasync fails group `g` and every later group, and the store turns
+//! read-only for good: a failed fdatasync is never retried (the kernel may have dropped the dirty
+//! pages, so a later "success" would prove nothing).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::rc::{Rc, Weak};
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use crate::checkpoint;
+use crate::error::{CommitError, OpenError, StorageError};
+use crate::format::{
+    self, BLOCK_SIZE, Body, FLAG_GROUP_END, Header, KIND_OPS, OP_DELETE, OP_DELETE_ALL, OP_PUT, Op,
+    RECORD_HEADER_SIZE, align_up, record_size,
+};
+use crate::index::{
+    Index, Loc, ObjectId, RecordBuf, SEG_PENDING, Value, entry_bytes, prefix_successor,
+};
+use crate::io::{Disk, DiskFile, DmaDisk};
+use crate::options::{ListOptions, StoreOptions};
+use crate::recovery::{self, RecoveryReport, SegEnd};
+
+/// Counters and gauges of one store.
+#[derive(Clone, Debug, Default)]
+pub struct StoreStats {
+    /// Mutation calls accepted (put, delete, commit, delete_all).
+    pub commits: u64,
+    /// Commit groups written.
+    pub groups: u64,
+    /// Successful fdatasyncs.
+    pub fdatasyncs: u64,
+    /// Records written.
+    pub records_written: u64,
+    /// Bytes written to segments (padding included).
+    pub bytes_written: u64,
+    /// Largest group, in records.
+    pub group_records_max: u64,
+    /// Sum of fdatasync latencies, in nanoseconds (divide by `fdatasyncs` for the mean).
+    pub fdatasync_ns_total: u64,
+    /// Slowest fdatasync, in nanoseconds.
+    pub fdatasync_ns_max: u64,
+    /// Bytes of segments holding live entries (approximate: key + value + 64 per entry).
+    pub bytes_live: u64,
+    /// Bytes of segments holding superseded data.
+    pub bytes_dead: u64,
+    /// Segment files.
+    pub segments: u32,
+    /// Segments reclaimed by compaction.
+    pub segments_compacted: u64,
+    /// Segments that started as the zero-filled spare (the rest were made at the roll).
+    pub segments_from_spare: u64,
+    /// Why the store is read-only, if it is.
+    pub read_only: Option<String>,
+    /// What recovery found at open.
+    pub recovery: RecoveryReport,
+}
+
+struct Seg {
+    file: Rc<dyn DiskFile>,
+    written: u64,
+    live: u64,
+}
+
+pub(crate) struct State {
+    opts: StoreOptions,
+    index: Index,
+    segs: BTreeMap<u32, Seg>,
+    active: u32,
+    write_pos: u64,
+    next_seq: u64,
+    pending: Vec<Rc<RecordBuf>>,
+    /// Group that new mutations join.
+    open_group: u64,
+    /// Highest group whose fdatasync succeeded.
+    durable_group: u64,
+    /// First failed group and why.
+    failed: Option<(u64, String)>,
+    ticket_wakers: Vec<Waker>,
+    loop_waker: Option<Waker>,
+    compact_waker: Option<Waker>,
+    /// A zero-filled file ready to become the next segment (`spare.log`).
+    spare: Option<Rc<dyn DiskFile>>,
+    spare_pending: bool,
+    closed: bool,
+    loop_running: bool,
+    stats: StoreStats,
+}
+
+pub(crate) type InnerHandle = Inner;
+
+pub(crate) struct Inner {
+    disk: Rc<dyn Disk>,
+    state: RefCell<State>,
+}
+
+/// One shard's store. A cheap `Clone` handle; `!Send`: use it only on the glommio executor that
+/// opened it (the group-commit and compaction tasks run there).
+#[derive(Clone)]
+pub struct Store {
+    inner: Rc<Inner>,
+}
+
+/// A commit ticket: resolves when the group holding its mutation is durable.
+#[must_use = "a write is not durable until its ticket resolves"]
+pub struct Ticket {
+    inner: Rc<Inner>,
+    group: u64,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("group", &self.group)
+            .finish()
+    }
+}
+
+impl Ticket {
+    /// True once the group holding this mutation has been fdatasynced.
+    pub fn is_durable(&self) -> bool {
+        self.inner.state.borrow().durable_group >= self.group
+    }
+
+    /// Resolves once the group holding this mutation has been fdatasynced, or fails if the write
+    /// or fdatasync of that group (or of an earlier one) failed.
+    pub async fn durable(self) -> Result<(), CommitError> {
+        std::future::poll_fn(|cx| {
+            let mut st = self.inner.state.borrow_mut();
+            if st.durable_group >= self.group {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some((g, reason)) = &st.failed
+                && self.group >= *g
+            {
+                return Poll::Ready(Err(CommitError {
+                    reason: reason.clone(),
+                }));
+            }
+            st.ticket_wakers.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// An atomic batch of mutations: all of them become durable together or none do.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    ops: Vec<Op>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Batch::default()
+    }
+
+    /// Adds a put.
+    pub fn put(&mut self, obj: &ObjectId, key: &[u8], value: &[u8]) -> &mut Self {
+        self.ops.push(Op {
+            obj: *obj,
+            code: OP_PUT,
+            key: key.to_vec(),
+            value: value.to_vec(),
+        });
+        self
+    }
+
+    /// Adds a delete of one key.
+    pub fn delete(&mut self, obj: &ObjectId, key: &[u8]) -> &mut Self {
+        self.ops.push(Op {
+            obj: *obj,
+            code: OP_DELETE,
+            key: key.to_vec(),
+            value: Vec::new(),
+        });
+        self
+    }
+
+    /// Adds a delete of every key of an object.
+    pub fn delete_all(&mut self, obj: &ObjectId) -> &mut Self {
+        self.ops.push(Op {
+            obj: *obj,
+            code: OP_DELETE_ALL,
+            key: Vec::new(),
+            value: Vec::new(),
+        });
+        self
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// True if empty.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+fn io_reason(what: &str, e: &std::io::Error) -> String {
+    format!("{what} failed: {e}")
+}
+
+impl Store {
+    /// Opens (creating if empty) the store in `dir` with glommio DMA I/O, recovering its contents.
+    /// Must be called on a glommio executor.
+    pub async fn open(dir: &Path, opts: StoreOptions) -> Result<Store, OpenError> {
+        let disk = DmaDisk::new(dir)?;
+        Store::open_with_disk(Rc::new(disk), opts).await
+    }
+
+    /// Opens a store on any [`Disk`] (tests use [`crate::MemDisk`]).
+    pub async fn open_with_disk(
+        disk: Rc<dyn Disk>,
+        opts: StoreOptions,
+    ) -> Result<Store, OpenError> {
+        opts.validate()?;
+        check_manifest(&*disk, &opts).await?;
+        let mut ids: Vec<u32> = disk
+            .list()
+            .await?
+            .iter()
+            .filter_map(|n| format::parse_segment_name(n))
+            .collect();
+        ids.sort_unstable();
+        let ckpt = load_checkpoint(&*disk, &ids).await?;
+        // Segments wholly before the checkpoint's tail are not scanned, only opened for reads.
+        let mut before = Vec::new();
+        if let Some(c) = &ckpt {
+            for &id in ids.iter().filter(|&&id| id < c.tail_seg) {
+                before.push((id, disk.open(&format::segment_name(id), false).await?));
+            }
+            ids.retain(|&id| id >= c.tail_seg);
+        }
+        let mut files = Vec::new();
+        for &id in &ids {
+            files.push(disk.open(&format::segment_name(id), false).await?);
+        }
+        let st = State {
+            opts: opts.clone(),
+            index: Index::default(),
+            segs: BTreeMap::new(),
+            active: 0,
+            write_pos: 0,
+            next_seq: 1,
+            pending: Vec::new(),
+            open_group: 1,
+            durable_group: 0,
+            failed: None,
+            ticket_wakers: Vec::new(),
+            loop_waker: None,
+            compact_waker: None,
+            spare: None,
+            spare_pending: false,
+            closed: false,
+            loop_running: false,
+            stats: StoreStats::default(),
+        };
+        let inner = Rc::new(Inner {
+            disk: disk.clone(),
+            state: RefCell::new(st),
+        });
+        let mut report = RecoveryReport::default();
+        let mut next_seq = ckpt.as_ref().map(|c| c.next_seq);
+        let start_offset = ckpt.as_ref().map_or(0, |c| c.tail_off as usize);
+        {
+            let mut st = inner.state.borrow_mut();
+            let new_seg = |file| Seg {
+                file,
+                written: 0,
+                live: 0,
+            };
+            for (id, file) in before
+                .into_iter()
+                .chain(ids.iter().copied().zip(files.iter().cloned()))
+            {
+                st.segs.insert(id, new_seg(file));
+            }
+            if let Some(c) = ckpt {
+                report.checkpoint_entries = Some(c.entries.len() as u64);
+                for (id, written, live) in c.segs {
+                    if let Some(s) = st.segs.get_mut(&id) {
+                        s.written = written;
+                        s.live = live;
+                    }
+                }
+                for (obj, key, loc) in c.entries {
+                    st.index.put(&obj, &key, loc);
+                }
+            }
+        }
+        // One segment in memory at a time; on damage, read ahead only as far as needed to tell a
+        // torn tail from corruption.
+        let mut cut = (0usize, 0u64);
+        // The next segment is read while this one is scanned.
+        let prefetch = |i: usize| {
+            files
+                .get(i)
+                .cloned()
+                .map(|f| glommio::spawn_local(async move { read_whole(&*f).await }))
+        };
+        let mut next = prefetch(0);
+        for (i, &id) in ids.iter().enumerate() {
+            let bytes = next
+                .take()
+                .expect("a read was started for every segment")
+                .await?;
+            next = prefetch(i + 1);
+            let end = {
+                let mut st = inner.state.borrow_mut();
+                let start = if i == 0 { start_offset } else { 0 };
+                recovery::scan_segment(id, &bytes, start, &mut report, &mut next_seq, |g| {
+                    for rec in g.records {
+                        let size = record_size(rec.body.len()) as u64;
+                        if let Some(s) = st.segs.get_mut(&rec.seg.get()) {
+                            s.written += size;
+                        }
+                        apply_record(&mut st, &rec);
+                    }
+                })
+            };
+            let (damage, group_start, group_seq) = match end {
+                SegEnd::Clean { offset } => {
+                    cut = (i, offset);
+                    continue;
+                }
+                SegEnd::Damaged {
+                    damage,
+                    group_start,
+                    group_seq,
+                } => (damage, group_start, group_seq),
+            };
+            if let Some(n) = next.take() {
+                n.await?;
+            }
+            let mut later = recovery::valid_group_in(&bytes, group_start + 1, group_seq);
+            for f in &files[i + 1..] {
+                if later {
+                    break;
+                }
+                later = recovery::valid_group_in(&read_whole(&**f).await?, 0, group_seq);
+            }
+            let torn = !later;
+            if !torn && !opts.repair_truncate_corrupt {
+                return Err(OpenError::Corrupt {
+                    segment: id,
+                    offset: damage.offset,
+                    expected_crc: damage.expected_crc,
+                    actual_crc: damage.actual_crc,
+                });
+            }
+            // Cut at the group start, not at the damaged record inside it.
+            let from = group_start.min(bytes.len());
+            let dirty = recovery::dirty_end(&bytes, from);
+            if torn {
+                report.torn_tail = Some((id, from as u64, (dirty - from) as u64));
+            } else {
+                report.repaired_corruption = Some((id, damage.offset));
+            }
+            if dirty > from {
+                // Leftovers of the torn group must not pass for data after the next crash.
+                files[i]
+                    .write_at(from as u64, &vec![0u8; dirty - from])
+                    .await?;
+                files[i].fdatasync().await?;
+            }
+            cut = (i, from as u64);
+            break;
+        }
+        let (cut_index, cut_offset) = cut;
+        // Segments after the cut hold no valid group (or, with repair, what we chose to drop).
+        for &id in ids.iter().skip(cut_index + 1) {
+            inner.state.borrow_mut().segs.remove(&id);
+            disk.remove(&format::segment_name(id)).await?;
+        }
+        if ids.len() > cut_index + 1 {
+            disk.sync_dir().await?;
+        }
+        {
+            let mut st = inner.state.borrow_mut();
+            st.next_seq = next_seq.unwrap_or(1);
+            st.stats.recovery = report;
+            if let Some(&id) = ids.get(cut_index) {
+                st.active = id;
+                st.write_pos = align_up(cut_offset as usize, BLOCK_SIZE as usize) as u64;
+            }
+        }
+        if ids.is_empty() {
+            let seg = new_segment(&inner, 1).await.map_err(OpenError::Io)?;
+            let mut st = inner.state.borrow_mut();
+            st.segs.insert(1, seg);
+            st.active = 1;
+            st.write_pos = 0;
+        }
+        inner.state.borrow_mut().loop_running = true;
+        glommio::spawn_local(commit_loop(Rc::downgrade(&inner))).detach();
+        // A spare left by an earlier run may be half zero-filled; it is made afresh when needed.
+        if disk.list().await?.iter().any(|n| n == SPARE_NAME) {
+            disk.remove(SPARE_NAME).await?;
+        }
+        if opts.compaction_enabled {
+            glommio::spawn_local(crate::compaction::compaction_loop(Rc::downgrade(&inner)))
+                .detach();
+        }
+        Ok(Store { inner })
+    }
+
+    fn check_key(&self, opts: &StoreOptions, key: &[u8]) -> Result<(), StorageError> {
+        if key.len() > opts.key_bytes_max {
+            return Err(StorageError::KeyTooLarge {
+                len: key.len(),
+                max: opts.key_bytes_max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads one key. Sees every mutation issued so far, durable or not.
+    pub async fn get(&self, obj: &ObjectId, key: &[u8]) -> Result<Option<Value>, StorageError> {
+        let loc = self.inner.state.borrow().index.get(obj, key).cloned();
+        match loc {
+            None => Ok(None),
+            Some(loc) => self.inner.load(loc).await.map(Some),
+        }
+    }
+
+    /// Reads several keys, in the order given.
+    pub async fn get_many(
+        &self,
+        obj: &ObjectId,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Value>>, StorageError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.get(obj, k).await?);
+        }
+        Ok(out)
+    }
+
+    /// Sets a key. The value is visible to reads at once; durable when the ticket resolves.
+    pub fn put(&self, obj: &ObjectId, key: &[u8], value: &[u8]) -> Result<Ticket, StorageError> {
+        let mut b = Batch::new();
+        b.put(obj, key, value);
+        self.commit(b)
+    }
+
+    /// Deletes a key, reporting whether it existed.
+    pub fn delete(&self, obj: &ObjectId, key: &[u8]) -> Result<(Ticket, bool), StorageError> {
+        let existed = self.inner.state.borrow().index.get(obj, key).is_some();
+        let mut b = Batch::new();
+        b.delete(obj, key);
+        Ok((self.commit(b)?, existed))
+    }
+
+    /// Deletes every key of an object.
+    pub fn delete_all(&self, obj: &ObjectId) -> Result<Ticket, StorageError> {
+        let mut b = Batch::new();
+        b.delete_all(obj);
+        self.commit(b)
+    }
+
+    /// Applies a batch atomically (this is `put_many` / `delete_many`).
+    pub fn commit(&self, batch: Batch) -> Result<Ticket, StorageError> {
+        let inner = &self.inner;
+        {
+            let st = inner.state.borrow();
+            let opts = &st.opts;
+            if batch.ops.len() > opts.batch_keys_max {
+                return Err(StorageError::BatchTooLarge {
+                    keys: batch.ops.len(),
+                    max: opts.batch_keys_max,
+                });
+            }
+            for op in &batch.ops {
+                self.check_key(opts, &op.key)?;
+                if op.value.len() > opts.value_bytes_max {
+                    return Err(StorageError::ValueTooLarge {
+                        len: op.value.len(),
+                        max: opts.value_bytes_max,
+                    });
+                }
+            }
+            if let Some((_, reason)) = &st.failed {
+                return Err(StorageError::ReadOnly {
+                    reason: reason.clone(),
+                });
+            }
+            if st.closed {
+                return Err(StorageError::Closed);
+            }
+        }
+        Ok(inner.mutate(batch.ops))
+    }
+
+    /// Lists an object's keys in order within the bounds of `opts`.
+    pub async fn list(
+        &self,
+        obj: &ObjectId,
+        opts: &ListOptions,
+    ) -> Result<Vec<(Vec<u8>, Value)>, StorageError> {
+        let locs = self.inner.state.borrow().list_locs(obj, opts);
+        let mut out = Vec::with_capacity(locs.len());
+        for (k, loc) in locs {
+            out.push((k, self.inner.load(loc).await?));
+        }
+        Ok(out)
+    }
+
+    /// Object IDs that have at least one key, in ascending order, strictly after `after`.
+    pub fn objects(&self, after: Option<&ObjectId>, limit: usize) -> Vec<ObjectId> {
+        self.inner.state.borrow().index.objects_after(after, limit)
+    }
+
+    /// Resolves once every mutation issued so far is durable.
+    pub async fn sync(&self) -> Result<(), StorageError> {
+        let t = self.inner.last_ticket();
+        t.durable()
+            .await
+            .map_err(|e| StorageError::ReadOnly { reason: e.reason })
+    }
+
+    /// Makes everything durable and stops the background tasks. Further mutations fail with
+    /// `StorageError::Closed`; reads keep working on remaining handles.
+    pub async fn close(self) -> Result<(), StorageError> {
+        self.sync().await?;
+        {
+            let mut st = self.inner.state.borrow_mut();
+            st.closed = true;
+            wake(&mut st.compact_waker);
+        }
+        // Mutations are refused from here on; this waits for anything issued before.
+        self.sync().await?;
+        let bytes = {
+            let mut st = self.inner.state.borrow_mut();
+            wake(&mut st.loop_waker);
+            checkpoint::encode(&st.checkpoint())
+        };
+        let disk = self.inner.disk.clone();
+        disk.write_small_atomic(checkpoint::CHECKPOINT_NAME, &bytes)
+            .await
+            .map_err(|e| StorageError::io("writing the checkpoint", &e))
+    }
+
+    /// Counters, gauges, and the read-only reason if any.
+    pub fn stats(&self) -> StoreStats {
+        let st = self.inner.state.borrow();
+        let mut s = st.stats.clone();
+        s.segments = st.segs.len() as u32;
+        let written: u64 = st.segs.values().map(|s| s.written).sum();
+        s.bytes_live = st.segs.values().map(|s| s.live).sum();
+        s.bytes_dead = written.saturating_sub(s.bytes_live);
+        s.read_only = st.failed.as_ref().map(|(_, r)| r.clone());
+        s
+    }
+}
+
+fn wake(w: &mut Option<Waker>) {
+    if let Some(w) = w.take() {
+        w.wake();
+    }
+}
+
+async fn check_manifest(disk: &dyn Disk, opts: &StoreOptions) -> Result<(), OpenError> {
+    match disk.read_small(format::MANIFEST_NAME).await? {
+        None => {
+            let names = disk.list().await?;
+            if names
+                .iter()
+                .any(|n| n != &format!("{}.tmp", format::MANIFEST_NAME))
+            {
+                return Err(OpenError::ForeignDirectory {
+                    dir: format!("{names:?}"),
+                });
+            }
+            let m = format::encode_manifest(opts.shard_id, opts.shard_count);
+            disk.write_small_atomic(format::MANIFEST_NAME, &m).await?;
+            Ok(())
+        }
+        Some(bytes) => {
+            let m = format::decode_manifest(&bytes)
+                .map_err(|detail| OpenError::BadManifest { detail })?;
+            if m.version != format::FORMAT_VERSION {
+                return Err(OpenError::IncompatibleVersion {
+                    found: m.version,
+                    supported: format::FORMAT_VERSION,
+                });
+            }
+            if (m.shard_id, m.shard_count) != (opts.shard_id, opts.shard_count) {
+                return Err(OpenError::ShardMismatch {
+                    found: (m.shard_id, m.shard_count),
+                    expected: (opts.shard_id, opts.shard_count),
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Loads and then deletes the checkpoint, if there is a usable one. A checkpoint naming a
+/// segment that is not on disk is ignored (a full scan is always correct).
+async fn load_checkpoint(
+    disk: &dyn Disk,
+    ids: &[u32],
+) -> Result<Option<checkpoint::Checkpoint>, OpenError> {
+    let Some(bytes) = disk.read_small(checkpoint::CHECKPOINT_NAME).await? else {
+        return Ok(None);
+    };
+    // Deleted before anything else happens: compaction may remove segments it refers to.
+    disk.remove(checkpoint::CHECKPOINT_NAME).await?;
+    disk.sync_dir().await?;
+    let Some(c) = checkpoint::decode(&bytes) else {
+        return Ok(None);
+    };
+    let known = |seg: u32| ids.binary_search(&seg).is_ok();
+    let entries_ok = c.entries.iter().all(|(_, _, l)| match l {
+        Loc::Disk { seg, .. } => known(*seg),
+        Loc::Mem(_) => true,
+    });
+    Ok((known(c.tail_seg) && entries_ok).then_some(c))
+}
+
+async fn read_whole(f: &dyn DiskFile) -> std::io::Result<Vec<u8>> {
+    let len = f.size().await?;
+    f.read_at(0, len as usize).await
+}
+
+/// Name of the segment prepared ahead of need.
+const SPARE_NAME: &str = "spare.log";
+
+/// Creates, sizes and (with `segment_zero_fill`) zero-fills a file, then fdatasyncs it.
+async fn prepare_file(inner: &Inner, name: &str) -> std::io::Result<Rc<dyn DiskFile>> {
+    let (size, zero_fill) = {
+        let st = inner.state.borrow();
+        (st.opts.segment_bytes, st.opts.segment_zero_fill)
+    };
+    let file = inner.disk.open(name, true).await?;
+    file.allocate(size).await?;
+    if zero_fill {
+        let chunk = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < size {
+            let n = (size - at).min(chunk.len() as u64) as usize;
+            file.write_at(at, &chunk[..n]).await?;
+            at += n as u64;
+        }
+        file.fdatasync().await?;
+    }
+    Ok(file)
+}
+
+/// Makes segment `id` from the spare if one is ready, else from scratch.
+async fn new_segment(inner: &Inner, id: u32) -> std::io::Result<Seg> {
+    let name = format::segment_name(id);
+    let spare = inner.state.borrow_mut().spare.take();
+    let file = match spare {
+        Some(file) => {
+            inner.disk.rename(SPARE_NAME, &name).await?;
+            inner.state.borrow_mut().stats.segments_from_spare += 1;
+            file
+        }
+        None => prepare_file(inner, &name).await?,
+    };
+    // The new file's directory entry must be durable before any group in it is acknowledged.
+    inner.disk.sync_dir().await?;
+    Ok(Seg {
+        file,
+        written: 0,
+        live: 0,
+    })
+}
+
+/// Prepares `spare.log` in the background so that the next roll only renames it.
+async fn prepare_spare(weak: Weak<Inner>) {
+    let Some(inner) = weak.upgrade() else { return };
+    {
+        let mut st = inner.state.borrow_mut();
+        // Without zero-filling a new segment is cheap to make on the spot; no spare needed.
+        if st.spare.is_some() || st.spare_pending || st.closed || !st.opts.segment_zero_fill {
+            return;
+        }
+        st.spare_pending = true;
+    }
+    let made = prepare_file(&inner, SPARE_NAME).await;
+    let mut st = inner.state.borrow_mut();
+    st.spare_pending = false;
+    // A failure here is not a commit failure: the next roll simply makes its segment itself.
+    if let Ok(file) = made {
+        st.spare = Some(file);
+    }
+}
+
+/// Applies a record's operations to the index and the live-byte accounting.
+fn apply_record(st: &mut State, rec: &Rc<RecordBuf>) {
+    // Records reaching here were validated (recovery) or produced by us (mutate).
+    let body = format::access_body_trusted(&rec.body);
+    let base = rec.body.as_ptr() as usize;
+    let seg = rec.seg.get();
+    let inline_max = st.opts.value_inline_bytes_max;
+    for op in body.ops.iter() {
+        let obj: ObjectId = op.obj;
+        let key = op.key.as_slice();
+        let old = match op.code {
+            OP_PUT => {
+                let v = op.value.as_slice();
+                let start = v.as_ptr() as usize - base;
+                let loc = if seg != SEG_PENDING && v.len() > inline_max {
+                    Loc::Disk {
+                        seg,
+                        off: rec.body_off.get() + start as u64,
+                        len: v.len() as u32,
+                    }
+                } else {
+                    Loc::Mem(Value::in_record(rec.clone(), start..start + v.len()))
+                };
+                if seg != SEG_PENDING
+                    && let Some(s) = st.segs.get_mut(&seg)
+                {
+                    s.live += entry_bytes(key.len(), v.len());
+                }
+                st.index.put(&obj, key, loc).map(|l| vec![(key.len(), l)])
+            }
+            OP_DELETE => st.index.delete(&obj, key).map(|l| vec![(key.len(), l)]),
+            OP_DELETE_ALL => st
+                .index
+                .delete_all(&obj)
+                .map(|m| m.into_iter().map(|(k, l)| (k.len(), l)).collect()),
+            _ => None,
+        };
+        for (klen, loc) in old.into_iter().flatten() {
+            charge_dead(st, klen, &loc);
+        }
+    }
+}
+
+fn charge_dead(st: &mut State, key_len: usize, loc: &Loc) {
+    let bytes = entry_bytes(key_len, loc.value_len());
+    match loc.seg() {
+        SEG_PENDING => {
+            if let Loc::Mem(v) = loc
+                && let Some(r) = v.record()
+            {
+                r.dead_bytes.set(r.dead_bytes.get() + bytes);
+            }
+        }
+        seg => {
+            if let Some(s) = st.segs.get_mut(&seg) {
+                s.live = s.live.saturating_sub(bytes);
+            }
+        }
+    }
+}
+
+impl State {
+    /// A snapshot of the index for the checkpoint. Only called with nothing pending.
+    fn checkpoint(&self) -> checkpoint::Checkpoint {
+        assert!(
+            self.pending.is_empty(),
+            "checkpoint taken with writes pending"
+        );
+        let mut entries = Vec::new();
+        for (obj, map) in &self.index.objects {
+            for (k, l) in map {
+                entries.push((*obj, k.clone(), l.clone()));
+            }
+        }
+        checkpoint::Checkpoint {
+            tail_seg: self.active,
+            tail_off: self.write_pos,
+            next_seq: self.next_seq,
+            segs: self
+                .segs
+                .iter()
+                .map(|(id, s)| (*id, s.written, s.live))
+                .collect(),
+            entries,
+        }
+    }
+
+    fn list_locs(&self, obj: &ObjectId, o: &ListOptions) -> Vec<(Vec<u8>, Loc)> {
+        let Some(map) = self.index.objects.get(obj) else {
+            return Vec::new();
+        };
+        let mut lower: Bound<Vec<u8>> = Bound::Unbounded;
+        let mut upper: Bound<Vec<u8>> = Bound::Unbounded;
+        let raise = |lower: &mut Bound<Vec<u8>>, b: Bound<Vec<u8>>| {
+            let tighter = match (&*lower, &b) {
+                (Bound::Unbounded, _) => true,
+                (Bound::Included(a) | Bound::Excluded(a), Bound::Included(n)) => n > a,
+                (Bound::Included(a), Bound::Excluded(n)) => n >= a,
+                (Bound::Excluded(a), Bound::Excluded(n)) => n > a,
+                (_, Bound::Unbounded) => false,
+            };
+            if tighter {
+                *lower = b;
+            }
+        };
+        let lower_it = |lower: &mut Bound<Vec<u8>>, b: Bound<Vec<u8>>| raise(lower, b);
+        if let Some(p) = &o.prefix {
+            lower_it(&mut lower, Bound::Included(p.clone()));
+            if let Some(s) = prefix_successor(p) {
+                upper = Bound::Excluded(s);
+            }
+        }
+        if let Some(s) = &o.start {
+            lower_it(&mut lower, Bound::Included(s.clone()));
+        }
+        if let Some(s) = &o.start_after {
+            lower_it(&mut lower, Bound::Excluded(s.clone()));
+        }
+        if let Some(e) = &o.end {
+            let tighter = match &upper {
+                Bound::Excluded(u) => e < u,
+                _ => true,
+            };
+            if tighter {
+                upper = Bound::Excluded(e.clone());
+            }
+        }
+        // An empty or inverted range would make BTreeMap::range panic; answer it here.
+        let empty = match (&lower, &upper) {
+            (Bound::Included(l), Bound::Excluded(u)) | (Bound::Excluded(l), Bound::Excluded(u)) => {
+                l >= u
+            }
+            _ => false,
+        };
+        if empty {
+            return Vec::new();
+        }
+        let limit = o.limit.unwrap_or(usize::MAX);
+        let range = map.range::<[u8], _>((as_slice_bound(&lower), as_slice_bound(&upper)));
+        let pick = |(k, l): (&Vec<u8>, &Loc)| (k.clone(), l.clone());
+        if o.reverse {
+            range.rev().take(limit).map(pick).collect()
+        } else {
+            range.take(limit).map(pick).collect()
+        }
+    }
+}
+
+fn as_slice_bound(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(v) => Bound::Included(v.as_slice()),
+        Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+impl Inner {
+    /// Archives the operations into one record, applies it to the index and queues it.
+    pub(crate) fn mutate(self: &Rc<Self>, ops: Vec<Op>) -> Ticket {
+        let inline_max = self.state.borrow().opts.value_inline_bytes_max;
+        let puts = ops.iter().filter(|o| o.code == OP_PUT);
+        let put_bytes = puts
+            .clone()
+            .map(|o| entry_bytes(o.key.len(), o.value.len()))
+            .sum();
+        let has_large = puts.clone().any(|o| o.value.len() > inline_max);
+        let rec = Rc::new(RecordBuf {
+            body: format::encode_body(&Body { ops }),
+            seg: std::cell::Cell::new(SEG_PENDING),
+            body_off: std::cell::Cell::new(0),
+            dead_bytes: std::cell::Cell::new(0),
+            put_bytes,
+            has_large,
+        });
+        let mut st = self.state.borrow_mut();
+        apply_record(&mut st, &rec);
+        st.pending.push(rec);
+        st.stats.commits += 1;
+        wake(&mut st.loop_waker);
+        Ticket {
+            inner: self.clone(),
+            group: st.open_group,
+        }
+    }
+
+    /// A ticket that resolves when everything issued so far is durable.
+    pub(crate) fn last_ticket(self: &Rc<Self>) -> Ticket {
+        let st = self.state.borrow();
+        let group = if st.pending.is_empty() {
+            st.open_group - 1
+        } else {
+            st.open_group
+        };
+        Ticket {
+            inner: self.clone(),
+            group,
+        }
+    }
+
+    /// Reads a value from wherever it lives.
+    pub(crate) async fn load(&self, loc: Loc) -> Result<Value, StorageError> {
+        match loc {
+            Loc::Mem(v) => Ok(v),
+            Loc::Disk { seg, off, len } => {
+                let file = self.state.borrow().segs.get(&seg).map(|s| s.file.clone());
+                let Some(file) = file else {
+                    return Err(StorageError::Io {
+                        op: "read",
+                        kind: std::io::ErrorKind::NotFound,
+                        message: format!("segment {seg} is gone"),
+                    });
+                };
+                let bytes = file
+                    .read_at(off, len as usize)
+                    .await
+                    .map_err(|e| StorageError::io("read", &e))?;
+                if bytes.len() != len as usize {
+                    return Err(StorageError::Io {
+                        op: "read",
+                        kind: std::io::ErrorKind::UnexpectedEof,
+                        message: format!("short read in segment {seg} at {off}"),
+                    });
+                }
+                Ok(Value::plain(bytes))
+            }
+        }
+    }
+
+    pub(crate) fn state(&self) -> &RefCell<State> {
+        &self.state
+    }
+}
+
+/// Waits until there is something to write (or the store closed).
+/// Taking the records closes their group: mutations from now on get the next group number, so
+/// a ticket is never resolved by a group that does not hold its record.
+async fn next_group(inner: &Inner) -> Option<(u64, Vec<Rc<RecordBuf>>)> {
+    std::future::poll_fn(|cx| {
+        let mut st = inner.state.borrow_mut();
+        if !st.pending.is_empty() {
+            let g = st.open_group;
+            st.open_group += 1;
+            return Poll::Ready(Some((g, std::mem::take(&mut st.pending))));
+        }
+        if st.closed || st.failed.is_some() {
+            return Poll::Ready(None);
+        }
+        st.loop_waker = Some(cx.waker().clone());
+        Poll::Pending
+    })
+    .await
+}
+
+/// The group-commit loop: takes everything that accumulated while the previous group was being
+/// written and synced, writes it as one group, fdatasyncs once, then releases its tickets. Under
+/// load groups grow by themselves; when idle a lone write goes out at once.
+async fn commit_loop(weak: Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let Some((g, records)) = next_group(&inner).await else {
+            inner.state.borrow_mut().loop_running = false;
+            return;
+        };
+        if let Err(reason) = write_group(&inner, g, &records).await {
+            let mut st = inner.state.borrow_mut();
+            st.failed = Some((g, reason));
+            st.loop_running = false;
+            for w in st.ticket_wakers.drain(..) {
+                w.wake();
+            }
+            wake(&mut st.compact_waker);
+            return;
+        }
+    }
+}
+
+async fn write_group(inner: &Rc<Inner>, g: u64, records: &[Rc<RecordBuf>]) -> Result<(), String> {
+    // Lay out the group: headers now (sequence numbers are assigned in write order).
+    let (buf, seq0) = {
+        let mut st = inner.state.borrow_mut();
+        let seq0 = st.next_seq;
+        let total: usize = records.iter().map(|r| record_size(r.body.len())).sum();
+        let mut buf = vec![0u8; align_up(total, BLOCK_SIZE as usize)];
+        let mut pos = 0;
+        for (i, r) in records.iter().enumerate() {
+            let h = Header {
+                body_len: r.body.len() as u32,
+                seq: seq0 + i as u64,
+                group_seq: seq0,
+                body_crc: crc32c::crc32c(&r.body),
+                kind: KIND_OPS,
+                flags: if i + 1 == records.len() {
+                    FLAG_GROUP_END
+                } else {
+                    0
+                },
+            };
+            h.encode(&mut buf[pos..pos + RECORD_HEADER_SIZE]);
+            buf[pos + RECORD_HEADER_SIZE..pos + RECORD_HEADER_SIZE + r.body.len()]
+                .copy_from_slice(&r.body);
+            pos += record_size(r.body.len());
+        }
+        st.next_seq += records.len() as u64;
+        (buf, seq0)
+    };
+    let _ = seq0;
+    let need_roll = {
+        let st = inner.state.borrow();
+        st.write_pos > 0 && st.write_pos + buf.len() as u64 > st.opts.segment_bytes
+    };
+    if need_roll {
+        let id = inner.state.borrow().active + 1;
+        // A spare still being zero-filled is not used; the roll makes its own file.
+        if inner.state.borrow().spare_pending {
+            inner.state.borrow_mut().spare = None;
+        }
+        let seg = new_segment(inner, id)
+            .await
+            .map_err(|e| io_reason("creating a segment", &e))?;
+        let mut st = inner.state.borrow_mut();
+        st.segs.insert(id, seg);
+        st.active = id;
+        st.write_pos = 0;
+    }
+    let (file, pos, seg_id) = {
+        let st = inner.state.borrow();
+        (st.segs[&st.active].file.clone(), st.write_pos, st.active)
+    };
+    file.write_at(pos, &buf)
+        .await
+        .map_err(|e| io_reason("write", &e))?;
+    let t0 = Instant::now();
+    file.fdatasync()
+        .await
+        .map_err(|e| io_reason("fdatasync", &e))?;
+    let ns = t0.elapsed().as_nanos() as u64;
+    let mut st = inner.state.borrow_mut();
+    assert_eq!(
+        st.write_pos, pos,
+        "only the commit loop moves the write position"
+    );
+    st.write_pos = pos + buf.len() as u64;
+    let inline_max = st.opts.value_inline_bytes_max;
+    let mut off = pos;
+    let mut live = 0;
+    for r in records {
+        r.seg.set(seg_id);
+        r.body_off.set(off + RECORD_HEADER_SIZE as u64);
+        off += record_size(r.body.len()) as u64;
+        live += r.put_bytes.saturating_sub(r.dead_bytes.get());
+        if r.has_large {
+            spill_large_values(&mut st, r, inline_max);
+        }
+    }
+    let seg = st.segs.get_mut(&seg_id).expect("active segment exists");
+    seg.written += buf.len() as u64;
+    seg.live += live;
+    assert_eq!(
+        st.durable_group + 1,
+        g,
+        "groups become durable one after another"
+    );
+    st.durable_group = g;
+    // Zero-filling competes with commits for the disk, so the spare is made only once the
+    // active segment is half full: early enough to be ready, late enough not to be wasted.
+    let want_spare = st.opts.segment_zero_fill
+        && st.spare.is_none()
+        && !st.spare_pending
+        && st.write_pos > st.opts.segment_bytes / 2;
+
+    let s = &mut st.stats;
+    s.groups += 1;
+    s.fdatasyncs += 1;
+    s.records_written += records.len() as u64;
+    s.bytes_written += buf.len() as u64;
+    s.group_records_max = s.group_records_max.max(records.len() as u64);
+    s.fdatasync_ns_total += ns;
+    s.fdatasync_ns_max = s.fdatasync_ns_max.max(ns);
+    for w in st.ticket_wakers.drain(..) {
+        w.wake();
+    }
+    wake(&mut st.compact_waker);
+    drop(st);
+    // After the borrow ends: glommio may poll a new task before `spawn_local` returns.
+    if want_spare {
+        glommio::spawn_local(prepare_spare(Rc::downgrade(inner))).detach();
+    }
+    Ok(())
+}
+
+/// Once durable, large values leave memory: their index entries point at the disk instead.
+fn spill_large_values(st: &mut State, r: &Rc<RecordBuf>, inline_max: usize) {
+    let body = format::access_body_trusted(&r.body);
+    for op in body
+        .ops
+        .iter()
+        .filter(|o| o.code == OP_PUT && o.value.len() > inline_max)
+    {
+        let obj: ObjectId = op.obj;
+        let Some(map) = st.index.objects.get_mut(&obj) else {
+            continue;
+        };
+        let Some(slot) = map.get_mut(op.key.as_slice()) else {
+            continue;
+        };
+        if let Loc::Mem(v) = slot
+            && v.record().is_some_and(|vr| Rc::ptr_eq(vr, r))
+        {
+            let range = v.range();
+            *slot = Loc::Disk {
+                seg: r.seg.get(),
+                off: r.body_off.get() + range.start as u64,
+                len: range.len() as u32,
+            };
+        }
+    }
+}
+
+/// Internal access for compaction.
+pub(crate) mod internal {
+    use super::*;
+
+    /// Live entries stored in segment `seg`.
+    pub(crate) fn entries_in(inner: &Inner, seg: u32) -> Vec<(ObjectId, Vec<u8>, Loc)> {
+        let st = inner.state().borrow();
+        let mut out = Vec::new();
+        for (obj, map) in &st.index.objects {
+            for (k, l) in map {
+                if l.seg() == seg {
+                    out.push((*obj, k.clone(), l.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The oldest sealed segment, if compaction should run now.
+    pub(crate) fn pick_victim(inner: &Inner) -> Option<u32> {
+        let st = inner.state().borrow();
+        if st.failed.is_some() || st.closed {
+            return None;
+        }
+        let written: u64 = st.segs.values().map(|s| s.written).sum();
+        let live: u64 = st.segs.values().map(|s| s.live).sum();
+        let dead = written.saturating_sub(live);
+        let (&oldest, _) = st.segs.iter().next()?;
+        if oldest == st.active {
+            return None;
+        }
+        let ratio = st.opts.compaction_dead_ratio_min;
+        (dead as f64 > ratio * written as f64).then_some(oldest)
+    }
+
+    /// True if the entry still lives where compaction found it.
+    pub(crate) fn still_at(inner: &Inner, obj: &ObjectId, key: &[u8], seg: u32) -> bool {
+        inner
+            .state()
+            .borrow()
+            .index
+            .get(obj, key)
+            .is_some_and(|l| l.seg() == seg)
+    }
+
+    pub(crate) fn step_bytes(inner: &Inner) -> u64 {
+        inner.state().borrow().opts.compaction_step_bytes
+    }
+
+    pub(crate) fn is_stopped(inner: &Inner) -> bool {
+        let st = inner.state().borrow();
+        st.closed || st.failed.is_some()
+    }
+
+    pub(crate) async fn remove_segment(inner: &Inner, seg: u32) -> std::io::Result<()> {
+        {
+            let mut st = inner.state().borrow_mut();
+            st.segs.remove(&seg);
+            st.stats.segments_compacted += 1;
+        }
+        inner.disk.remove(&format::segment_name(seg)).await?;
+        inner.disk.sync_dir().await
+    }
+
+    pub(crate) async fn wait_for_work(inner: &Inner) {
+        let mut first = true;
+        std::future::poll_fn(|cx| {
+            if !first {
+                return Poll::Ready(());
+            }
+            first = false;
+            inner.state().borrow_mut().compact_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
