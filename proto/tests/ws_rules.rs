@@ -310,7 +310,10 @@ fn empty_messages_and_empty_fragments_are_delivered() {
 fn a_peer_close_is_echoed_and_ends_the_connection() {
     let mut conn = Connection::server(Config::default());
     let (events, err) = drive(&mut conn, &masked(true, Opcode::Close, b""));
-    assert_eq!((events, err), (vec![Event::Close(None)], Some(Error::Closed)));
+    assert_eq!(
+        (events, err),
+        (vec![Event::Close(None)], Some(Error::Closed))
+    );
     assert_eq!(
         conn.take_output(),
         b"\x88\x00",
@@ -343,7 +346,10 @@ fn after_our_close_data_is_ignored_until_the_peer_closes() {
         code: 1000,
         reason: "".into(),
     };
-    assert_eq!((events, err), (vec![Event::Close(Some(close))], Some(Error::Closed)));
+    assert_eq!(
+        (events, err),
+        (vec![Event::Close(Some(close))], Some(Error::Closed))
+    );
     assert!(conn.is_closed());
     assert_eq!(
         conn.take_output(),

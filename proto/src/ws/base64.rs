@@ -28,7 +28,7 @@ pub fn encode_into(data: &[u8], out: &mut Vec<u8>) {
 /// padding, non-zero trailing bits), because a handshake key that is not
 /// exactly a base64 encoding is a malformed request.
 pub fn decode(input: &[u8]) -> Option<Vec<u8>> {
-    if input.len() % 4 != 0 {
+    if !input.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(input.len() / 4 * 3);
