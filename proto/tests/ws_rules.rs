@@ -390,6 +390,28 @@ fn output_is_drained_in_pieces() {
     assert_eq!(conn.output(), b"");
 }
 
+#[test]
+fn every_split_point_of_a_pipelined_sequence_decodes_identically() {
+    let wire = [
+        masked(false, Opcode::Text, "κό".as_bytes()),
+        masked(true, Opcode::Ping, b"p"),
+        masked(true, Opcode::Continuation, "σμε".as_bytes()),
+        masked(true, Opcode::Binary, &[9; 300]),
+        masked(true, Opcode::Close, &[0x03, 0xE8]),
+    ]
+    .concat();
+    let mut conn = Connection::server(Config::default());
+    let whole = (drive(&mut conn, &wire), conn.take_output());
+    for split in 0..=wire.len() {
+        let mut conn = Connection::server(Config::default());
+        // The first part may already end the connection (the split after the close).
+        let (mut events, _) = drive(&mut conn, &wire[..split]);
+        let (rest, err) = drive(&mut conn, &wire[split..]);
+        events.extend(rest);
+        assert_eq!(((events, err), conn.take_output()), whole, "split {split}");
+    }
+}
+
 /// A client message for the property tests.
 #[derive(Debug, Clone)]
 enum Msg {
