@@ -1,0 +1,314 @@
+//! The owning request decoder: `BytesMut` in, [`Request`]s and body events out,
+//! driving the connection table in `conn.rs`.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::chunked::{Chunk, ChunkedDecoder};
+use super::conn::{ConnEvent, ConnState, TransitionError, transition};
+use super::error::{Error, Status};
+use super::head::{BodyKind, parse_request_head, skip_empty_lines};
+use super::limits::Limits;
+use super::request::Request;
+
+/// Header storage kept on the stack for the default limits; a larger
+/// `header_count_max` falls back to a heap buffer per head.
+const STACK_HEADERS: usize = Limits::HEADER_COUNT_MAX;
+
+/// What [`RequestDecoder::next_event`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A request head. Its `body` is empty; body bytes follow as
+    /// [`Event::Body`] and then [`Event::End`] (at once, when there is no body).
+    Head(Request),
+    /// The next piece of the body, split off the buffer without copying.
+    Body(Bytes),
+    /// The request is complete. The decoder is now paused until
+    /// [`RequestDecoder::response_sent`].
+    End,
+    /// More bytes are needed.
+    NeedData,
+    /// A response is outstanding; pipelined bytes stay buffered until it is sent.
+    Paused,
+    /// The connection is finished: close it.
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+enum BodyProgress {
+    None,
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+/// Decodes the requests of one server connection.
+///
+/// Call order: feed bytes into your `BytesMut`, then call
+/// [`next_event`](Self::next_event) (streaming) or [`decode`](Self::decode)
+/// (whole requests) until it reports `NeedData`/`None`; after writing each
+/// response call [`response_sent`](Self::response_sent); when the peer closes
+/// call [`peer_closed`](Self::peer_closed). On an [`Error`], answer with its
+/// status and close: the decoder moves to [`ConnState::Closing`].
+#[derive(Debug, Clone)]
+pub struct RequestDecoder {
+    limits: Limits,
+    state: ConnState,
+    body: BodyProgress,
+    keep_alive: bool,
+    continue_pending: bool,
+    pending: Option<Request>,
+    collected: BytesMut,
+}
+
+impl RequestDecoder {
+    /// A decoder for a fresh connection.
+    pub fn new(limits: Limits) -> Self {
+        RequestDecoder {
+            limits,
+            state: ConnState::Idle,
+            body: BodyProgress::None,
+            keep_alive: true,
+            continue_pending: false,
+            pending: None,
+            collected: BytesMut::new(),
+        }
+    }
+
+    /// The connection state.
+    pub fn state(&self) -> ConnState {
+        self.state
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn step(&mut self, event: ConnEvent) {
+        // The decoder only raises events its own state allows; a failure
+        // here is a bug in this file, not in the peer.
+        self.state =
+            transition(self.state, event).expect("decoder raised an illegal connection event");
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        self.step(ConnEvent::PeerError);
+        self.body = BodyProgress::None;
+        self.pending = None;
+        e
+    }
+
+    /// Returns the next event, consuming from `buf` what it used.
+    pub fn next_event(&mut self, buf: &mut BytesMut) -> Result<Event, Error> {
+        match self.state {
+            ConnState::Closed => Ok(Event::Closed),
+            ConnState::AwaitingResponse | ConnState::Closing => Ok(Event::Paused),
+            ConnState::Idle | ConnState::ReadingHead => self.read_head(buf),
+            ConnState::ReadingBody => self.read_body(buf),
+        }
+    }
+
+    fn read_head(&mut self, buf: &mut BytesMut) -> Result<Event, Error> {
+        if buf.is_empty() {
+            return Ok(Event::NeedData);
+        }
+        self.step(ConnEvent::BytesArrived);
+        let parsed = if self.limits.header_count_max <= STACK_HEADERS {
+            let mut storage = [httparse::EMPTY_HEADER; STACK_HEADERS];
+            parse_request_head(buf, &self.limits, &mut storage).map(|s| match s {
+                Status::Complete(h) => Some(Located::new(buf, &h)),
+                Status::Partial => None,
+            })
+        } else {
+            let mut storage = vec![httparse::EMPTY_HEADER; self.limits.header_count_max];
+            parse_request_head(buf, &self.limits, &mut storage).map(|s| match s {
+                Status::Complete(h) => Some(Located::new(buf, &h)),
+                Status::Partial => None,
+            })
+        };
+        let head = match parsed {
+            Ok(Some(head)) => head,
+            Ok(None) => return Ok(Event::NeedData),
+            Err(e) => return Err(self.fail(e)),
+        };
+        let raw = buf.split_to(head.len).freeze();
+        let request = Request {
+            head: raw,
+            method: head.method,
+            target: head.target,
+            fields_start: head.fields_start,
+            version: head.version,
+            body: Bytes::new(),
+            keep_alive: head.keep_alive,
+            expect_continue: head.expect_continue,
+            upgrade: head.upgrade,
+            chunked: head.body == BodyKind::Chunked,
+        };
+        self.keep_alive = head.keep_alive;
+        self.body = match head.body {
+            BodyKind::Empty | BodyKind::CloseDelimited => BodyProgress::None,
+            BodyKind::Length(n) => BodyProgress::Length(n),
+            BodyKind::Chunked => BodyProgress::Chunked(ChunkedDecoder::new(self.limits)),
+        };
+        let has_body = !matches!(self.body, BodyProgress::None);
+        self.continue_pending = head.expect_continue && has_body;
+        self.step(ConnEvent::HeadComplete { body: has_body });
+        Ok(Event::Head(request))
+    }
+
+    fn read_body(&mut self, buf: &mut BytesMut) -> Result<Event, Error> {
+        match &mut self.body {
+            BodyProgress::None => {
+                self.step(ConnEvent::BodyComplete);
+                Ok(Event::End)
+            }
+            BodyProgress::Length(0) => {
+                self.body = BodyProgress::None;
+                self.step(ConnEvent::BodyComplete);
+                Ok(Event::End)
+            }
+            BodyProgress::Length(remaining) => {
+                if buf.is_empty() {
+                    return Ok(Event::NeedData);
+                }
+                let take = usize::try_from(*remaining).map_or(buf.len(), |r| r.min(buf.len()));
+                *remaining -= take as u64;
+                self.continue_pending = false;
+                Ok(Event::Body(buf.split_to(take).freeze()))
+            }
+            BodyProgress::Chunked(decoder) => loop {
+                match decoder.decode(buf) {
+                    Ok(Chunk::Partial) => return Ok(Event::NeedData),
+                    Ok(Chunk::Data { start, end }) => {
+                        self.continue_pending = false;
+                        buf.advance(start);
+                        if end > start {
+                            return Ok(Event::Body(buf.split_to(end - start).freeze()));
+                        }
+                    }
+                    Ok(Chunk::End { consumed }) => {
+                        buf.advance(consumed);
+                        self.body = BodyProgress::None;
+                        self.step(ConnEvent::BodyComplete);
+                        return Ok(Event::End);
+                    }
+                    Err(e) => return Err(self.fail(e)),
+                }
+            },
+        }
+    }
+
+    /// Returns the next whole request, with its body, or `None` when more
+    /// bytes are needed or a response is outstanding.
+    ///
+    /// A `Content-Length` body is split off the buffer without copying once
+    /// it has all arrived; a chunked body is copied into one contiguous buffer.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, Error> {
+        loop {
+            if let (ConnState::ReadingBody, BodyProgress::Length(remaining)) =
+                (self.state, &self.body)
+            {
+                let Ok(remaining) = usize::try_from(*remaining) else {
+                    return Ok(None);
+                };
+                if buf.len() < remaining {
+                    return Ok(None);
+                }
+                let body = buf.split_to(remaining).freeze();
+                self.body = BodyProgress::None;
+                self.continue_pending = false;
+                self.step(ConnEvent::BodyComplete);
+                return Ok(self.pending.take().map(|r| Request { body, ..r }));
+            }
+            match self.next_event(buf)? {
+                Event::Head(request) => {
+                    if self.state == ConnState::AwaitingResponse {
+                        return Ok(Some(request));
+                    }
+                    self.collected.clear();
+                    self.pending = Some(request);
+                }
+                Event::Body(bytes) => self.collected.extend_from_slice(&bytes),
+                Event::End => {
+                    let body = self.collected.split().freeze();
+                    return Ok(self.pending.take().map(|r| Request { body, ..r }));
+                }
+                Event::NeedData | Event::Paused | Event::Closed => return Ok(None),
+            }
+        }
+    }
+
+    /// True once per request that sent `Expect: 100-continue` and whose body
+    /// has not started: the caller should write `100 Continue` (or a final
+    /// status) now, or the client may wait before sending the body.
+    pub fn take_continue(&mut self) -> bool {
+        std::mem::take(&mut self.continue_pending) && self.state == ConnState::ReadingBody
+    }
+
+    /// Records that the response to the current request was written.
+    /// `keep_alive` is the server's wish; the connection stays open only if
+    /// the request allowed it too. Errors mean no response was due (a bug).
+    pub fn response_sent(&mut self, keep_alive: bool) -> Result<(), TransitionError> {
+        let event = ConnEvent::ResponseSent {
+            keep_alive: keep_alive && self.keep_alive,
+        };
+        self.state = transition(self.state, event)?;
+        Ok(())
+    }
+
+    /// Whether the response being written must end the connection (so it
+    /// should carry `Connection: close`).
+    pub fn must_close(&self) -> bool {
+        !self.keep_alive || matches!(self.state, ConnState::Closing | ConnState::Closed)
+    }
+
+    /// Records that the peer closed its side. Returns `UnexpectedEof` if a
+    /// request was cut short; answer it (400) and close.
+    pub fn peer_closed(&mut self) -> Result<(), Error> {
+        let cut_short = matches!(self.state, ConnState::ReadingHead | ConnState::ReadingBody);
+        self.state = transition(self.state, ConnEvent::PeerClosed).unwrap_or(ConnState::Closed);
+        self.keep_alive = false;
+        if cut_short {
+            Err(Error::UnexpectedEof)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A parsed head, located by offsets so it outlives the borrow of the buffer.
+struct Located {
+    method: std::ops::Range<usize>,
+    target: std::ops::Range<usize>,
+    fields_start: usize,
+    version: super::head::Version,
+    body: BodyKind,
+    keep_alive: bool,
+    expect_continue: bool,
+    upgrade: bool,
+    len: usize,
+}
+
+impl Located {
+    fn new(buf: &[u8], h: &super::head::RequestHead<'_>) -> Located {
+        let offset = |s: &str| s.as_ptr() as usize - buf.as_ptr() as usize;
+        let method = offset(h.method)..offset(h.method) + h.method.len();
+        let target = offset(h.target)..offset(h.target) + h.target.len();
+        let line_start = skip_empty_lines(buf).unwrap_or(0);
+        let line_end = line_start
+            + buf[line_start..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(0, |p| p + 1);
+        Located {
+            method,
+            target,
+            fields_start: line_end,
+            version: h.version,
+            body: h.body,
+            keep_alive: h.keep_alive,
+            expect_continue: h.expect_continue,
+            upgrade: h.upgrade,
+            len: h.len,
+        }
+    }
+}

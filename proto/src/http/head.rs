@@ -1,0 +1,392 @@
+//! Request-head parsing: the request line by hand, header fields with `httparse`,
+//! then the RFC 9112 framing rules that decide where the body ends.
+//!
+//! The request line is parsed here rather than by `httparse` because
+//! `httparse` rejects every version but 1.0 and 1.1, and RFC 9110 2.5 wants
+//! `HTTP/1.2` served as 1.1 and `HTTP/2.0` answered 505, not 400.
+
+use super::error::{Error, Status};
+use super::limits::Limits;
+use super::syntax::{eq_ci, is_tchar, trim_ows};
+
+/// The protocol version of a message, as it is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Version {
+    /// `HTTP/1.0`: close after the response unless `Connection: keep-alive`.
+    Http10,
+    /// `HTTP/1.1` (and any `HTTP/1.x` with x >= 1, per RFC 9110 2.5).
+    Http11,
+}
+
+impl Version {
+    /// The version as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+/// How the body of a message is delimited (RFC 9112 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body at all.
+    Empty,
+    /// Exactly this many bytes (never zero: zero is [`BodyKind::Empty`]).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Everything until the peer closes (responses only).
+    CloseDelimited,
+}
+
+/// A parsed request head. Slices borrow the input buffer; the header fields
+/// are the first `header_count` entries of the storage passed to
+/// [`parse_request_head`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestHead<'b> {
+    /// The method token, e.g. `GET`. Any token is accepted; whether it is
+    /// implemented (501) is the caller's decision.
+    pub method: &'b str,
+    /// The request-target as sent (origin-, absolute-, authority- or asterisk-form).
+    pub target: &'b str,
+    /// The version the request is served as.
+    pub version: Version,
+    /// How many header fields were stored.
+    pub header_count: usize,
+    /// How the body is delimited.
+    pub body: BodyKind,
+    /// Whether the connection may carry another request after this one.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` was sent: the client waits for `100 Continue`
+    /// (or a final status) before sending the body.
+    pub expect_continue: bool,
+    /// `Connection` lists `upgrade` (a WebSocket handshake, say).
+    pub upgrade: bool,
+    /// Bytes of input the head used, including any empty lines before it.
+    pub len: usize,
+}
+
+/// The request line, split.
+struct RequestLine<'b> {
+    method: &'b str,
+    target: &'b str,
+    version: Version,
+    /// Bytes used, including leading empty lines and the line ending.
+    len: usize,
+}
+
+/// Parses one request head from the start of `buf`.
+///
+/// Returns `Partial` (consuming nothing) when the head is incomplete and no
+/// limit is yet exceeded. `headers` is the storage for header fields; the
+/// field count limit is `min(headers.len(), limits.header_count_max)`, so give
+/// at least `header_count_max` entries.
+pub fn parse_request_head<'b>(
+    buf: &'b [u8],
+    limits: &Limits,
+    headers: &mut [httparse::Header<'b>],
+) -> Result<Status<RequestHead<'b>>, Error> {
+    let line = match parse_request_line(buf, limits.request_line_bytes_max)? {
+        Status::Complete(line) => line,
+        Status::Partial => return Ok(Status::Partial),
+    };
+    let rest = &buf[line.len..];
+    let storage_len = headers.len().min(limits.header_count_max);
+    let storage = &mut headers[..storage_len];
+    // httparse only sees the bytes the limit allows, so a fault past the
+    // limit is never reported ahead of the limit itself: the verdict is the
+    // same however the input was split.
+    let window = &rest[..rest.len().min(limits.header_bytes_max)];
+    let (section_len, header_count) = match httparse::parse_headers(window, storage) {
+        Ok(httparse::Status::Complete((n, fields))) => (n, fields.len()),
+        Ok(httparse::Status::Partial) if rest.len() > limits.header_bytes_max => {
+            return Err(Error::HeaderTooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(Status::Partial),
+        Err(e) => return Err(map_httparse(e)),
+    };
+    let framing = request_framing(line.version, &headers[..header_count], limits)?;
+    Ok(Status::Complete(RequestHead {
+        method: line.method,
+        target: line.target,
+        version: line.version,
+        header_count,
+        body: framing.body,
+        keep_alive: framing.keep_alive,
+        expect_continue: framing.expect_continue,
+        upgrade: framing.upgrade,
+        len: line.len + section_len,
+    }))
+}
+
+pub(crate) fn map_httparse(e: httparse::Error) -> Error {
+    match e {
+        httparse::Error::HeaderName => Error::BadHeaderName,
+        httparse::Error::HeaderValue => Error::BadHeaderValue,
+        httparse::Error::TooManyHeaders => Error::TooManyHeaders,
+        httparse::Error::Status => Error::BadStatusLine,
+        httparse::Error::Version => Error::BadVersion,
+        httparse::Error::Token | httparse::Error::NewLine => Error::BadSyntax,
+    }
+}
+
+/// Skips empty lines (RFC 9112 2.2 lets a server ignore them) and returns
+/// the offset of the first byte that is not part of one, or `None` when the
+/// buffer ends inside a CRLF.
+pub(crate) fn skip_empty_lines(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    loop {
+        match buf.get(i) {
+            Some(b'\n') => i += 1,
+            Some(b'\r') => match buf.get(i + 1) {
+                Some(b'\n') => i += 2,
+                Some(_) => return Some(i),
+                None => return None,
+            },
+            _ => return Some(i),
+        }
+    }
+}
+
+fn parse_request_line(buf: &[u8], line_max: usize) -> Result<Status<RequestLine<'_>>, Error> {
+    let window = &buf[..buf.len().min(line_max)];
+    let Some(start) = skip_empty_lines(window) else {
+        return if buf.len() >= line_max {
+            Err(Error::RequestLineTooLong)
+        } else {
+            Ok(Status::Partial)
+        };
+    };
+    let Some(nl) = window[start..].iter().position(|&b| b == b'\n') else {
+        return if buf.len() >= line_max {
+            Err(Error::RequestLineTooLong)
+        } else {
+            Ok(Status::Partial)
+        };
+    };
+    let end = start + nl;
+    let mut line = &buf[start..end];
+    // A lone LF ends a line too (RFC 9112 2.2 MAY); httparse agrees for the
+    // header fields, so the whole head treats line endings consistently.
+    if let [rest @ .., b'\r'] = line {
+        line = rest;
+    }
+
+    let method_len = line
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or(Error::BadSyntax)?;
+    let method = &line[..method_len];
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        return Err(Error::BadMethod);
+    }
+    let after_method = &line[method_len + 1..];
+    let target_len = after_method
+        .iter()
+        .position(|&b| !(0x21..=0x7e).contains(&b))
+        .unwrap_or(after_method.len());
+    let target = &after_method[..target_len];
+    if target.is_empty() || after_method.get(target_len) != Some(&b' ') {
+        return Err(Error::BadTarget);
+    }
+    let version = parse_version(&after_method[target_len + 1..])?;
+    Ok(Status::Complete(RequestLine {
+        method: std::str::from_utf8(method).map_err(|_| Error::BadMethod)?,
+        target: std::str::from_utf8(target).map_err(|_| Error::BadTarget)?,
+        version,
+        len: end + 1,
+    }))
+}
+
+/// Parses `HTTP/DIGIT.DIGIT` exactly (case-sensitive, RFC 9112 2.3).
+pub(crate) fn parse_version(v: &[u8]) -> Result<Version, Error> {
+    match v {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            match (major, minor) {
+                (b'1', b'0') => Ok(Version::Http10),
+                (b'1', _) => Ok(Version::Http11),
+                _ => Err(Error::VersionNotSupported),
+            }
+        }
+        _ => Err(Error::BadVersion),
+    }
+}
+
+/// What the header fields say about framing and the connection.
+#[derive(Debug)]
+pub(crate) struct Framing {
+    pub(crate) body: BodyKind,
+    pub(crate) keep_alive: bool,
+    pub(crate) expect_continue: bool,
+    pub(crate) upgrade: bool,
+}
+
+/// Connection-level facts common to requests and responses.
+#[derive(Default)]
+pub(crate) struct FieldFacts {
+    pub(crate) content_length: Option<u64>,
+    pub(crate) chunked: bool,
+    pub(crate) has_transfer_encoding: bool,
+    pub(crate) close: bool,
+    pub(crate) keep_alive_token: bool,
+    pub(crate) upgrade: bool,
+    pub(crate) host_count: u32,
+    pub(crate) expect_continue: bool,
+}
+
+/// Reads the fields that govern framing, applying RFC 9112 6.1-6.3 strictly.
+pub(crate) fn scan_fields(headers: &[httparse::Header<'_>]) -> Result<FieldFacts, Error> {
+    let mut facts = FieldFacts::default();
+    let mut transfer_coding_unsupported = false;
+    for h in headers {
+        let name = h.name.as_bytes();
+        match name.len() {
+            4 if eq_ci(name, b"host") => {
+                facts.host_count += 1;
+                if !valid_host(trim_ows(h.value)) {
+                    return Err(Error::BadHost);
+                }
+            }
+            6 if eq_ci(name, b"expect") => {
+                facts.expect_continue |= eq_ci(trim_ows(h.value), b"100-continue");
+            }
+            10 if eq_ci(name, b"connection") => {
+                for token in h.value.split(|&b| b == b',').map(trim_ows) {
+                    facts.close |= eq_ci(token, b"close");
+                    facts.keep_alive_token |= eq_ci(token, b"keep-alive");
+                    facts.upgrade |= eq_ci(token, b"upgrade");
+                }
+            }
+            14 if eq_ci(name, b"content-length") => {
+                let n = parse_content_length(h.value)?;
+                match facts.content_length {
+                    Some(prev) if prev != n => return Err(Error::ConflictingContentLength),
+                    _ => facts.content_length = Some(n),
+                }
+            }
+            17 if eq_ci(name, b"transfer-encoding") => {
+                facts.has_transfer_encoding = true;
+                for coding in h.value.split(|&b| b == b',').map(trim_ows) {
+                    if coding.is_empty() {
+                        continue;
+                    }
+                    if facts.chunked {
+                        // Anything after chunked, including chunked again,
+                        // leaves the body length undecidable.
+                        return Err(Error::BadTransferEncoding);
+                    }
+                    if eq_ci(coding, b"chunked") {
+                        facts.chunked = true;
+                    } else {
+                        transfer_coding_unsupported = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if facts.has_transfer_encoding {
+        if transfer_coding_unsupported {
+            return Err(Error::UnsupportedTransferCoding);
+        }
+        if !facts.chunked {
+            return Err(Error::BadTransferEncoding);
+        }
+    }
+    Ok(facts)
+}
+
+fn request_framing(
+    version: Version,
+    headers: &[httparse::Header<'_>],
+    limits: &Limits,
+) -> Result<Framing, Error> {
+    let facts = scan_fields(headers)?;
+    let host_ok = match version {
+        Version::Http11 => facts.host_count == 1,
+        Version::Http10 => facts.host_count <= 1,
+    };
+    if !host_ok {
+        return Err(Error::MissingOrDuplicateHost);
+    }
+    let body = if facts.has_transfer_encoding {
+        if version == Version::Http10 {
+            // RFC 9112 6.1: faulty framing; a 1.0 peer cannot mean chunked.
+            return Err(Error::BadTransferEncoding);
+        }
+        if facts.content_length.is_some() {
+            return Err(Error::ContentLengthWithTransferEncoding);
+        }
+        BodyKind::Chunked
+    } else {
+        match facts.content_length {
+            None | Some(0) => BodyKind::Empty,
+            Some(n) if n > limits.body_bytes_max => return Err(Error::BodyTooLarge),
+            Some(n) => BodyKind::Length(n),
+        }
+    };
+    let keep_alive = match version {
+        Version::Http11 => !facts.close,
+        Version::Http10 => facts.keep_alive_token && !facts.close,
+    };
+    Ok(Framing {
+        body,
+        keep_alive,
+        expect_continue: facts.expect_continue
+            && version == Version::Http11
+            && body != BodyKind::Empty,
+        upgrade: facts.upgrade,
+    })
+}
+
+/// `Content-Length = 1*DIGIT` (RFC 9110 8.6); no sign, no hex, no list.
+pub(crate) fn parse_content_length(value: &[u8]) -> Result<u64, Error> {
+    let digits = trim_ows(value);
+    if digits.is_empty() {
+        return Err(Error::BadContentLength);
+    }
+    let mut n: u64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return Err(Error::BadContentLength);
+        }
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(b - b'0')))
+            .ok_or(Error::BadContentLength)?;
+    }
+    Ok(n)
+}
+
+/// `Host = uri-host [ ":" port ]` (RFC 9110 7.2), checked by alphabet:
+/// reg-name, IP-literal and IPv4 characters, `%` for pct-encoding, `:` for the port.
+fn valid_host(value: &[u8]) -> bool {
+    value.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+                    | b'%'
+            )
+    })
+}

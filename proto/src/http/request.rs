@@ -1,0 +1,109 @@
+//! The owning request type the engine handles: the head and body as `Bytes`
+//! split off the connection buffer, with lazy, allocation-free header access.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::head::Version;
+use super::syntax::{eq_ci, trim_ows};
+use super::target::{self, Target};
+
+/// A whole request. The head is kept as the raw bytes it arrived in (already
+/// validated), and fields are read from it on demand, so building a
+/// `Request` copies nothing and allocates nothing beyond `Bytes` reference counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub(crate) head: Bytes,
+    pub(crate) method: Range<usize>,
+    pub(crate) target: Range<usize>,
+    pub(crate) fields_start: usize,
+    /// The version the request is served as.
+    pub version: Version,
+    /// The body (empty when streaming: body bytes then arrive as events).
+    pub body: Bytes,
+    /// Whether the client allows another request on this connection.
+    pub keep_alive: bool,
+    /// The client sent `Expect: 100-continue` and waits before sending the body.
+    pub expect_continue: bool,
+    /// `Connection` lists `upgrade`.
+    pub upgrade: bool,
+    /// The body is chunked (else `Content-Length` delimited or empty).
+    pub chunked: bool,
+}
+
+impl Request {
+    /// The method token, e.g. `GET`.
+    pub fn method(&self) -> &str {
+        std::str::from_utf8(&self.head[self.method.clone()]).unwrap_or("")
+    }
+
+    /// The request-target exactly as sent.
+    pub fn target(&self) -> &str {
+        std::str::from_utf8(&self.head[self.target.clone()]).unwrap_or("")
+    }
+
+    /// The target split into raw path and query (see [`Target`]).
+    pub fn split_target(&self) -> Target<'_> {
+        target::split(self.target())
+    }
+
+    /// The raw head bytes, from the request line to the empty line.
+    pub fn head_bytes(&self) -> &Bytes {
+        &self.head
+    }
+
+    /// The header fields in order, as `(name, value)` with the value's
+    /// surrounding whitespace removed.
+    pub fn headers(&self) -> Fields<'_> {
+        Fields {
+            rest: &self.head[self.fields_start..],
+        }
+    }
+
+    /// The value of the first field named `name` (ASCII case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers()
+            .find(|(n, _)| eq_ci(n.as_bytes(), name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// Whether this is a `HEAD` request, whose response carries no body.
+    pub fn is_head(&self) -> bool {
+        self.method() == "HEAD"
+    }
+}
+
+/// Iterator over the fields of a head that was validated when it was parsed.
+#[derive(Debug, Clone)]
+pub struct Fields<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (&'a str, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let nl = self.rest.iter().position(|&b| b == b'\n')?;
+            let mut line = &self.rest[..nl];
+            self.rest = &self.rest[nl + 1..];
+            if let [l @ .., b'\r'] = line {
+                line = l;
+            }
+            if line.is_empty() {
+                self.rest = &[];
+                return None;
+            }
+            // The head was validated, so every line has a colon; skip
+            // rather than panic if that ever stops being true.
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let Ok(name) = std::str::from_utf8(&line[..colon]) else {
+                continue;
+            };
+            return Some((name, trim_ows(&line[colon + 1..])));
+        }
+    }
+}
