@@ -249,7 +249,8 @@ fn parse_http(o: Options) -> Result<Command, ConfigError> {
     for spec in workload.specs() {
         let (mut out, mut target) = (Vec::new(), Vec::new());
         spec.path.render(0, &mut target);
-        if crate::http_codec::write_request(&mut out, &spec.method, &target, &o.headers, b"").is_err() {
+        let headers: Vec<(&str, &[u8])> = o.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+        if crate::http_codec::write_request(&mut out, &spec.method, &target, &headers, b"").is_err() {
             return Err(ConfigError::Conflict("a request's method, path or header has bytes HTTP does not allow"));
         }
     }

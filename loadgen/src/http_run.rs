@@ -239,8 +239,8 @@ async fn requests(
     rec: &mut Recorder,
 ) -> Ended {
     let authority = config.url.authority();
-    let mut headers = vec![("Host".to_string(), authority)];
-    headers.extend(config.headers.iter().cloned());
+    let mut headers: Vec<(&str, &[u8])> = vec![("Host", authority.as_bytes())];
+    headers.extend(config.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
     let mut reader = ResponseReader::new();
     // Per request in flight: when it counts from, and whether it was HEAD.
     let mut inflight: VecDeque<(Instant, bool)> = VecDeque::with_capacity(config.pipeline as usize);

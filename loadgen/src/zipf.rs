@@ -73,7 +73,8 @@ mod tests {
 
     /// Draws `draws` ranks and checks each of the first ranks' observed
     /// frequency against `k^-theta / H(n, theta)` within `tolerance`
-    /// (relative), and the total variation distance overall.
+    /// (relative), and the total variation distance overall against what
+    /// sampling noise alone would give.
     fn check(n: u64, theta: f64, seed: u64, draws: u64, tolerance: f64) {
         println!("zipf check: n={n} theta={theta} seed={seed}");
         let zipf = Zipf::new(n, theta).unwrap();
@@ -85,17 +86,20 @@ mod tests {
             counts[k as usize] += 1;
         }
         let norm: f64 = (1..=n).map(|k| (k as f64).powf(-theta)).sum();
-        let mut distance = 0.0;
+        let (mut distance, mut noise) = (0.0, 0.0);
         for k in 1..=n {
             let expected = (k as f64).powf(-theta) / norm;
             let observed = counts[k as usize] as f64 / draws as f64;
             distance += (expected - observed).abs() / 2.0;
+            // E|observed - expected| for a binomial count, by the normal
+            // approximation: sampling noise alone gives about this distance.
+            noise += (2.0 / std::f64::consts::PI).sqrt() * (expected * (1.0 - expected) / draws as f64).sqrt() / 2.0;
             if k <= 5 {
                 let error = (observed - expected).abs() / expected;
                 assert!(error < tolerance, "rank {k}: observed {observed}, expected {expected}");
             }
         }
-        assert!(distance < 0.01, "total variation distance {distance}");
+        assert!(distance < 1.5 * noise + 0.002, "total variation distance {distance}, noise alone {noise}");
     }
 
     #[test]
