@@ -92,10 +92,18 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 }
 
 fn bad(option: &str, value: &str, expected: &'static str) -> ConfigError {
-    ConfigError::BadValue { option: option.to_string(), value: value.to_string(), expected }
+    ConfigError::BadValue {
+        option: option.to_string(),
+        value: value.to_string(),
+        expected,
+    }
 }
 
-fn number<T: std::str::FromStr>(option: &str, value: &str, expected: &'static str) -> Result<T, ConfigError> {
+fn number<T: std::str::FromStr>(
+    option: &str,
+    value: &str,
+    expected: &'static str,
+) -> Result<T, ConfigError> {
     value.parse().map_err(|_| bad(option, value, expected))
 }
 
@@ -138,7 +146,9 @@ fn parse_options(args: &[String]) -> Result<Options, ConfigError> {
             o.json = true;
             continue;
         }
-        let value = it.next().ok_or_else(|| ConfigError::MissingValue(flag.to_string()))?;
+        let value = it
+            .next()
+            .ok_or_else(|| ConfigError::MissingValue(flag.to_string()))?;
         let v = value.as_str();
         match flag {
             "--url" => o.url = Some(v.to_string()),
@@ -160,8 +170,11 @@ fn parse_options(args: &[String]) -> Result<Options, ConfigError> {
             "--request" => o.requests.push(v.to_string()),
             "--preset" => o.preset = Some(v.to_string()),
             "-H" | "--header" => {
-                let (name, value) = v.split_once(':').ok_or_else(|| bad(flag, v, "Name: value"))?;
-                o.headers.push((name.trim().to_string(), value.trim().to_string()));
+                let (name, value) = v
+                    .split_once(':')
+                    .ok_or_else(|| bad(flag, v, "Name: value"))?;
+                o.headers
+                    .push((name.trim().to_string(), value.trim().to_string()));
             }
             "--seed" => o.seed = Some(number(flag, v, "an integer")?),
             "--rooms" => o.rooms = Some(number(flag, v, "a count")?),
@@ -178,7 +191,9 @@ fn placement(o: &Options) -> Result<(u64, Pinning), ConfigError> {
     match (&o.cores, o.threads) {
         (Some(cores), threads) => {
             if cores.is_empty() || threads.is_some_and(|t| t != cores.len() as u64) {
-                return Err(ConfigError::Conflict("--threads must equal the number of --cores"));
+                return Err(ConfigError::Conflict(
+                    "--threads must equal the number of --cores",
+                ));
             }
             Ok((cores.len() as u64, Pinning::Cpus(cores.clone())))
         }
@@ -197,8 +212,13 @@ pub fn parse(args: &[String]) -> Result<Command, ConfigError> {
     match args.first().map(String::as_str) {
         None | Some("-h" | "--help" | "help") => Ok(Command::Help),
         Some("compare") => match args {
-            [_, a, b] => Ok(Command::Compare { a: a.clone(), b: b.clone() }),
-            _ => Err(ConfigError::Conflict("usage: cairn-loadgen compare A.json B.json")),
+            [_, a, b] => Ok(Command::Compare {
+                a: a.clone(),
+                b: b.clone(),
+            }),
+            _ => Err(ConfigError::Conflict(
+                "usage: cairn-loadgen compare A.json B.json",
+            )),
         },
         Some("ws") => parse_ws(parse_options(&args[1..])?),
         Some(_) => parse_http(parse_options(args)?),
@@ -214,7 +234,9 @@ fn parse_http(o: Options) -> Result<Command, ConfigError> {
     let (workers, pinning) = placement(&o)?;
     let connections = o.connections.unwrap_or(10);
     if connections < workers {
-        return Err(ConfigError::Conflict("--connections must be at least the number of workers"));
+        return Err(ConfigError::Conflict(
+            "--connections must be at least the number of workers",
+        ));
     }
     let pipeline = o.pipeline.unwrap_or(1);
     if pipeline == 0 {
@@ -225,7 +247,11 @@ fn parse_http(o: Options) -> Result<Command, ConfigError> {
     }
     let prefix = url.path.trim_end_matches('/');
     let lines: Vec<String> = match (&o.preset, o.requests.is_empty()) {
-        (Some(_), false) => return Err(ConfigError::Conflict("give --preset or --request, not both")),
+        (Some(_), false) => {
+            return Err(ConfigError::Conflict(
+                "give --preset or --request, not both",
+            ));
+        }
         (Some(name), true) => preset(name)
             .ok_or_else(|| ConfigError::UnknownPreset(name.clone()))?
             .iter()
@@ -242,16 +268,26 @@ fn parse_http(o: Options) -> Result<Command, ConfigError> {
             body: Template::new(o.body.as_deref().unwrap_or("")),
         }]
     } else {
-        lines.iter().map(|l| RequestSpec::parse(l, prefix)).collect::<Result<_, _>>()?
+        lines
+            .iter()
+            .map(|l| RequestSpec::parse(l, prefix))
+            .collect::<Result<_, _>>()?
     };
     let workload = Workload::new(specs, o.keys.unwrap_or(1000), o.zipf)?;
     // Catch a template that cannot form a request now, not mid-run.
     for spec in workload.specs() {
         let (mut out, mut target) = (Vec::new(), Vec::new());
         spec.path.render(0, &mut target);
-        let headers: Vec<(&str, &[u8])> = o.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
-        if crate::http_codec::write_request(&mut out, &spec.method, &target, &headers, b"").is_err() {
-            return Err(ConfigError::Conflict("a request's method, path or header has bytes HTTP does not allow"));
+        let headers: Vec<(&str, &[u8])> = o
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        if crate::http_codec::write_request(&mut out, &spec.method, &target, &headers, b"").is_err()
+        {
+            return Err(ConfigError::Conflict(
+                "a request's method, path or header has bytes HTTP does not allow",
+            ));
         }
     }
     let config = HttpConfig {
@@ -269,7 +305,10 @@ fn parse_http(o: Options) -> Result<Command, ConfigError> {
         grace: o.grace.unwrap_or(Duration::from_secs(2)),
         seed: o.seed.unwrap_or(1),
     };
-    Ok(Command::Http { config: Box::new(config), json: o.json })
+    Ok(Command::Http {
+        config: Box::new(config),
+        json: o.json,
+    })
 }
 
 fn parse_ws(o: Options) -> Result<Command, ConfigError> {
@@ -283,7 +322,9 @@ fn parse_ws(o: Options) -> Result<Command, ConfigError> {
     let members = o.members.unwrap_or(10);
     let send_rate = o.send_rate.unwrap_or(1.0);
     if rooms == 0 || members == 0 || !(send_rate > 0.0 && send_rate.is_finite()) {
-        return Err(ConfigError::Conflict("--rooms, --members and --send-rate must be positive"));
+        return Err(ConfigError::Conflict(
+            "--rooms, --members and --send-rate must be positive",
+        ));
     }
     let config = WsConfig {
         url_text,
@@ -297,7 +338,10 @@ fn parse_ws(o: Options) -> Result<Command, ConfigError> {
         warmup: o.warmup.unwrap_or(Duration::from_secs(1)),
         grace: o.grace.unwrap_or(Duration::from_secs(2)),
     };
-    Ok(Command::Ws { config: Box::new(config), json: o.json })
+    Ok(Command::Ws {
+        config: Box::new(config),
+        json: o.json,
+    })
 }
 
 #[cfg(test)]
@@ -327,10 +371,18 @@ mod tests {
 
     #[test]
     fn the_stable_script_interface_parses() {
-        let cmd = parse(&args("--url http://127.0.0.1:8080/ --connections 4 --duration 5s --json")).unwrap();
-        let Command::Http { config, json } = cmd else { panic!("not an HTTP command") };
+        let cmd = parse(&args(
+            "--url http://127.0.0.1:8080/ --connections 4 --duration 5s --json",
+        ))
+        .unwrap();
+        let Command::Http { config, json } = cmd else {
+            panic!("not an HTTP command")
+        };
         assert!(json);
-        assert_eq!((config.connections, config.workers, config.pipeline), (4, 1, 1));
+        assert_eq!(
+            (config.connections, config.workers, config.pipeline),
+            (4, 1, 1)
+        );
         assert_eq!(config.duration, Duration::from_secs(5));
         assert_eq!(config.rate_per_sec, None);
         assert_eq!(config.pinning, Pinning::Unbound);
@@ -339,7 +391,9 @@ mod tests {
     #[test]
     fn cores_set_the_worker_count_and_pin() {
         let cmd = parse(&args("--url http://h:1/ -c 8 --cores 2,3")).unwrap();
-        let Command::Http { config, .. } = cmd else { panic!("not an HTTP command") };
+        let Command::Http { config, .. } = cmd else {
+            panic!("not an HTTP command")
+        };
         assert_eq!(config.workers, 2);
         assert_eq!(config.pinning, Pinning::Cpus(vec![2, 3]));
     }
@@ -352,26 +406,55 @@ mod tests {
     fn bad_command_lines_say_what_is_wrong() {
         check_error("--connections 4", ConfigError::MissingUrl);
         check_error("--url", ConfigError::MissingValue("--url".into()));
-        check_error("--url http://h/ --bogus 1", ConfigError::UnknownOption("--bogus".into()));
+        check_error(
+            "--url http://h/ --bogus 1",
+            ConfigError::UnknownOption("--bogus".into()),
+        );
         check_error("--url https://h/", ConfigError::BadUrl("https://h/".into()));
-        check_error("--url http://h/ --preset nope", ConfigError::UnknownPreset("nope".into()));
-        check_error("--url http://h/ --duration 5", bad("--duration", "5", "a duration such as 5s or 500ms"));
-        check_error("--url http://h/ -c 1 -t 2", ConfigError::Conflict(
-            "--connections must be at least the number of workers",
-        ));
-        check_error("--url http://h/ --pipeline 0", ConfigError::Conflict("--pipeline must be at least 1"));
-        check_error("--url http://h/ --rate 0", ConfigError::Conflict("--rate must be a positive number"));
-        check_error("--url http://h/ --cores 1,2 -t 3", ConfigError::Conflict(
-            "--threads must equal the number of --cores",
-        ));
-        check_error("compare a.json", ConfigError::Conflict("usage: cairn-loadgen compare A.json B.json"));
+        check_error(
+            "--url http://h/ --preset nope",
+            ConfigError::UnknownPreset("nope".into()),
+        );
+        check_error(
+            "--url http://h/ --duration 5",
+            bad("--duration", "5", "a duration such as 5s or 500ms"),
+        );
+        check_error(
+            "--url http://h/ -c 1 -t 2",
+            ConfigError::Conflict("--connections must be at least the number of workers"),
+        );
+        check_error(
+            "--url http://h/ --pipeline 0",
+            ConfigError::Conflict("--pipeline must be at least 1"),
+        );
+        check_error(
+            "--url http://h/ --rate 0",
+            ConfigError::Conflict("--rate must be a positive number"),
+        );
+        check_error(
+            "--url http://h/ --cores 1,2 -t 3",
+            ConfigError::Conflict("--threads must equal the number of --cores"),
+        );
+        check_error(
+            "compare a.json",
+            ConfigError::Conflict("usage: cairn-loadgen compare A.json B.json"),
+        );
     }
 
     #[test]
     fn presets_and_compare_and_ws_parse() {
-        assert!(matches!(parse(&args("--url http://h:1 --preset kv")), Ok(Command::Http { .. })));
-        assert!(matches!(parse(&args("compare a.json b.json")), Ok(Command::Compare { .. })));
-        assert!(matches!(parse(&args("ws --url ws://h:1/room/{room} --rooms 2")), Ok(Command::Ws { .. })));
+        assert!(matches!(
+            parse(&args("--url http://h:1 --preset kv")),
+            Ok(Command::Http { .. })
+        ));
+        assert!(matches!(
+            parse(&args("compare a.json b.json")),
+            Ok(Command::Compare { .. })
+        ));
+        assert!(matches!(
+            parse(&args("ws --url ws://h:1/room/{room} --rooms 2")),
+            Ok(Command::Ws { .. })
+        ));
         assert!(matches!(parse(&args("--help")), Ok(Command::Help)));
     }
 }

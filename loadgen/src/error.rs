@@ -41,17 +41,30 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::MissingValue(o) => write!(f, "option {o} needs a value"),
             ConfigError::UnknownOption(o) => write!(f, "unknown option {o} (see --help)"),
-            ConfigError::BadValue { option, value, expected } => {
+            ConfigError::BadValue {
+                option,
+                value,
+                expected,
+            } => {
                 write!(f, "bad value {value:?} for {option}: expected {expected}")
             }
             ConfigError::MissingUrl => f.write_str("--url is required"),
-            ConfigError::BadUrl(u) => write!(f, "bad URL {u:?}: expected http://host[:port]/path or ws://..."),
+            ConfigError::BadUrl(u) => write!(
+                f,
+                "bad URL {u:?}: expected http://host[:port]/path or ws://..."
+            ),
             ConfigError::Unresolvable(h) => write!(f, "cannot resolve {h:?} to an address"),
             ConfigError::BadRequestSpec(s) => {
-                write!(f, "bad --request {s:?}: expected \"WEIGHT METHOD PATH [BODY]\", e.g. \"90 GET /kv/{{key}}\"")
+                write!(
+                    f,
+                    "bad --request {s:?}: expected \"WEIGHT METHOD PATH [BODY]\", e.g. \"90 GET /kv/{{key}}\""
+                )
             }
             ConfigError::UnknownPreset(p) => {
-                write!(f, "unknown preset {p:?}: expected counter, kv, ratelimit or events")
+                write!(
+                    f,
+                    "unknown preset {p:?}: expected counter, kv, ratelimit or events"
+                )
             }
             ConfigError::Conflict(what) => f.write_str(what),
         }
@@ -81,9 +94,14 @@ impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RunError::Executor(e) => write!(f, "cannot start a worker executor: {e}"),
-            RunError::WorkerPanicked => f.write_str("a worker thread panicked (a bug in cairn-loadgen)"),
+            RunError::WorkerPanicked => {
+                f.write_str("a worker thread panicked (a bug in cairn-loadgen)")
+            }
             RunError::HardTimeout { bound_ms } => {
-                write!(f, "the run did not finish within its hard bound of {bound_ms} ms; the target looks hung")
+                write!(
+                    f,
+                    "the run did not finish within its hard bound of {bound_ms} ms; the target looks hung"
+                )
             }
         }
     }

@@ -57,16 +57,28 @@ impl Default for ResponseReader {
 impl ResponseReader {
     /// A reader for a fresh connection.
     pub fn new() -> Self {
-        let limits = Limits { body_bytes_max: RESPONSE_BODY_BYTES_MAX, ..Limits::default() };
-        ResponseReader { decoder: ResponseDecoder::new(limits) }
+        let limits = Limits {
+            body_bytes_max: RESPONSE_BODY_BYTES_MAX,
+            ..Limits::default()
+        };
+        ResponseReader {
+            decoder: ResponseDecoder::new(limits),
+        }
     }
 
     /// Returns the next whole response (interim 1xx ones included) and
     /// removes it from `buf`, or `None` when more bytes are needed.
     /// `request_was_head` says whether the request it answers was `HEAD`.
-    pub fn decode(&mut self, buf: &mut BytesMut, request_was_head: bool) -> Result<Option<Reply>, ProtocolError> {
+    pub fn decode(
+        &mut self,
+        buf: &mut BytesMut,
+        request_was_head: bool,
+    ) -> Result<Option<Reply>, ProtocolError> {
         match self.decoder.decode(buf, request_was_head) {
-            Ok(Some(r)) => Ok(Some(Reply { status: r.status, keep_alive: r.keep_alive })),
+            Ok(Some(r)) => Ok(Some(Reply {
+                status: r.status,
+                keep_alive: r.keep_alive,
+            })),
             Ok(None) => Ok(None),
             Err(e) => Err(ProtocolError(e)),
         }
@@ -89,27 +101,52 @@ mod tests {
         assert_eq!(got, expected, "{}", String::from_utf8_lossy(wire));
     }
 
-    const OK: Reply = Reply { status: 200, keep_alive: true };
+    const OK: Reply = Reply {
+        status: 200,
+        keep_alive: true,
+    };
 
     #[test]
     fn pipelined_responses_come_out_in_order() {
         check(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", &[
             false, false,
         ], &[OK, Reply { status: 404, keep_alive: true }]);
-        check(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", &[false], &[OK]);
-        check(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", &[true], &[OK]);
-        check(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", &[false], &[Reply {
-            status: 200,
-            keep_alive: false,
-        }]);
-        check(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok", &[false], &[]);
+        check(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            &[false],
+            &[OK],
+        );
+        check(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            &[true],
+            &[OK],
+        );
+        check(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            &[false],
+            &[Reply {
+                status: 200,
+                keep_alive: false,
+            }],
+        );
+        check(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok",
+            &[false],
+            &[],
+        );
     }
 
     #[test]
     fn requests_with_a_body_carry_its_length() {
         let mut out = Vec::new();
         write_request(&mut out, "POST", b"/kv/1", &[("Host", b"h")], b"abc").unwrap();
-        assert_eq!(out, b"POST /kv/1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc");
-        assert_eq!(write_request(&mut out, "GET", b"/a b", &[], b""), Err(InvalidRequest));
+        assert_eq!(
+            out,
+            b"POST /kv/1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+        );
+        assert_eq!(
+            write_request(&mut out, "GET", b"/a b", &[], b""),
+            Err(InvalidRequest)
+        );
     }
 }

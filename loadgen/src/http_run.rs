@@ -107,11 +107,18 @@ impl Window {
 /// warm-up + duration + grace after the start; their threads are then left
 /// behind, so a binary should exit soon after.
 pub fn run_http(config: HttpConfig) -> Result<Report, RunError> {
-    let addr = config.url.resolve().map_err(|e| RunError::Executor(e.to_string()))?;
+    let addr = config
+        .url
+        .resolve()
+        .map_err(|e| RunError::Executor(e.to_string()))?;
     let config = Arc::new(config);
     // A short lead so that every executor is up before the schedule starts.
     let start = Instant::now() + Duration::from_millis(50);
-    let window = Window { start, measure: start + config.warmup, end: start + config.warmup + config.duration };
+    let window = Window {
+        start,
+        measure: start + config.warmup,
+        end: start + config.warmup + config.duration,
+    };
     let (tx, rx) = mpsc::channel::<Recorder>();
     for w in 0..config.workers {
         let placement = match &config.pinning {
@@ -137,13 +144,19 @@ pub fn run_http(config: HttpConfig) -> Result<Report, RunError> {
         match rx.recv_timeout(wait) {
             Ok(rec) => total.merge(&rec),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                return Err(RunError::HardTimeout { bound_ms: (bound - start).as_millis() });
+                return Err(RunError::HardTimeout {
+                    bound_ms: (bound - start).as_millis(),
+                });
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => return Err(RunError::WorkerPanicked),
         }
     }
     let info = RunInfo {
-        mode: if config.rate_per_sec.is_some() { "open" } else { "closed" },
+        mode: if config.rate_per_sec.is_some() {
+            "open"
+        } else {
+            "closed"
+        },
         url: config.url_text.clone(),
         connections: config.connections,
         workers: config.workers,
@@ -160,7 +173,9 @@ async fn worker(config: Arc<HttpConfig>, addr: SocketAddr, w: u64, window: Windo
     let mine = share(config.connections, config.workers, w);
     // Global index of this worker's first connection, so every connection
     // in the run has its own seed and place in the open-loop stagger.
-    let first: u64 = (0..w).map(|i| share(config.connections, config.workers, i)).sum();
+    let first: u64 = (0..w)
+        .map(|i| share(config.connections, config.workers, i))
+        .sum();
     let tasks: Vec<_> = (0..mine)
         .map(|c| glommio::spawn_local(connection(Arc::clone(&config), addr, first + c, window)))
         .collect();
@@ -181,7 +196,12 @@ enum Ended {
 
 /// One connection slot: connects, runs requests until the end of the run,
 /// and reconnects whenever the server closes or a request fails.
-async fn connection(config: Arc<HttpConfig>, addr: SocketAddr, index: u64, window: Window) -> Recorder {
+async fn connection(
+    config: Arc<HttpConfig>,
+    addr: SocketAddr,
+    index: u64,
+    window: Window,
+) -> Recorder {
     let mut rec = Recorder::new();
     let mut rng = SplitMix64::new(config.seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut pacer = config.rate_per_sec.map(|rate| {
@@ -240,7 +260,12 @@ async fn requests(
 ) -> Ended {
     let authority = config.url.authority();
     let mut headers: Vec<(&str, &[u8])> = vec![("Host", authority.as_bytes())];
-    headers.extend(config.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+    headers.extend(
+        config
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+    );
     let mut reader = ResponseReader::new();
     // Per request in flight: when it counts from, and whether it was HEAD.
     let mut inflight: VecDeque<(Instant, bool)> = VecDeque::with_capacity(config.pipeline as usize);

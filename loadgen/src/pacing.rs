@@ -25,8 +25,15 @@ impl Pacer {
     /// A schedule sending `rate_per_sec` requests per second from `start`.
     /// `rate_per_sec` must be positive and finite.
     pub fn new(start: Instant, rate_per_sec: f64) -> Self {
-        assert!(rate_per_sec > 0.0 && rate_per_sec.is_finite(), "rate {rate_per_sec}");
-        Pacer { start, interval_ns: 1e9 / rate_per_sec, next: 0 }
+        assert!(
+            rate_per_sec > 0.0 && rate_per_sec.is_finite(),
+            "rate {rate_per_sec}"
+        );
+        Pacer {
+            start,
+            interval_ns: 1e9 / rate_per_sec,
+            next: 0,
+        }
     }
 
     /// When request `i` is due.
@@ -83,7 +90,10 @@ mod tests {
         let pacer = Pacer::new(start, 3.0);
         // 3 per second: request 3 million is due at exactly one million seconds.
         let due = pacer.due(3_000_000) - start;
-        assert!(due.abs_diff(Duration::from_secs(1_000_000)) < Duration::from_micros(1), "{due:?}");
+        assert!(
+            due.abs_diff(Duration::from_secs(1_000_000)) < Duration::from_micros(1),
+            "{due:?}"
+        );
     }
 
     #[test]
@@ -97,7 +107,10 @@ mod tests {
         }
         sends.sort();
         let gaps: Vec<Duration> = sends.windows(2).map(|w| w[1] - w[0]).collect();
-        assert!(gaps.iter().all(|g| g.abs_diff(Duration::from_millis(1)) < Duration::from_micros(2)));
+        assert!(
+            gaps.iter()
+                .all(|g| g.abs_diff(Duration::from_millis(1)) < Duration::from_micros(2))
+        );
     }
 
     fn check_share(total: u64, parts: u64, expected: &[u64]) {

@@ -94,7 +94,13 @@ impl Report {
         let h = &rec.latency_ns;
         let us = |ns: u64| ns as f64 / 1000.0;
         let empty = h.is_empty();
-        let at = |q: f64| if empty { 0.0 } else { us(h.value_at_quantile(q)) };
+        let at = |q: f64| {
+            if empty {
+                0.0
+            } else {
+                us(h.value_at_quantile(q))
+            }
+        };
         let secs = info.duration.as_secs_f64();
         Report {
             mode: info.mode.to_string(),
@@ -106,11 +112,23 @@ impl Report {
             duration_s: secs,
             warmup_s: info.warmup.as_secs_f64(),
             requests: rec.requests,
-            requests_per_sec: if secs > 0.0 { rec.requests as f64 / secs } else { 0.0 },
+            requests_per_sec: if secs > 0.0 {
+                rec.requests as f64 / secs
+            } else {
+                0.0
+            },
             bytes_read: rec.bytes_read,
             errors: rec.error_total(),
-            errors_by_kind: rec.errors.iter().map(|(k, n)| (k.name().to_string(), *n)).collect(),
-            statuses: rec.statuses.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+            errors_by_kind: rec
+                .errors
+                .iter()
+                .map(|(k, n)| (k.name().to_string(), *n))
+                .collect(),
+            statuses: rec
+                .statuses
+                .iter()
+                .map(|(s, n)| (s.to_string(), *n))
+                .collect(),
             latency_us: Latency {
                 p50: at(0.5),
                 p90: at(0.9),
@@ -130,27 +148,66 @@ impl Report {
     /// The report as a human-readable table.
     pub fn to_table(&self) -> String {
         let mut s = String::new();
-        let rate = self.rate_per_sec.map_or(String::new(), |r| format!(", target {r:.0}/s"));
+        let rate = self
+            .rate_per_sec
+            .map_or(String::new(), |r| format!(", target {r:.0}/s"));
         let _ = writeln!(
             s,
             "{} loop, {} connections on {} workers, pipeline {}{}, {:.1}s measured after {:.1}s warm-up",
-            self.mode, self.connections, self.workers, self.pipeline, rate, self.duration_s, self.warmup_s
+            self.mode,
+            self.connections,
+            self.workers,
+            self.pipeline,
+            rate,
+            self.duration_s,
+            self.warmup_s
         );
         let _ = writeln!(s, "target: {}", self.url);
         let l = &self.latency_us;
-        let _ = writeln!(s, "  latency (us)    p50 {:>10.1}   p90 {:>10.1}   p99 {:>10.1}", l.p50, l.p90, l.p99);
-        let _ = writeln!(s, "                 p99.9 {:>8.1}   max {:>10.1}   mean {:>9.1}", l.p999, l.max, l.mean);
+        let _ = writeln!(
+            s,
+            "  latency (us)    p50 {:>10.1}   p90 {:>10.1}   p99 {:>10.1}",
+            l.p50, l.p90, l.p99
+        );
+        let _ = writeln!(
+            s,
+            "                 p99.9 {:>8.1}   max {:>10.1}   mean {:>9.1}",
+            l.p999, l.max, l.mean
+        );
         let _ = writeln!(
             s,
             "  {} requests, {:.1} requests/s, {} bytes read",
             self.requests, self.requests_per_sec, self.bytes_read
         );
-        let statuses: Vec<String> = self.statuses.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        let _ = writeln!(s, "  statuses: {}", if statuses.is_empty() { "none".into() } else { statuses.join(", ") });
-        let kinds: Vec<String> = self.errors_by_kind.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        let _ = writeln!(s, "  errors: {}{}", self.errors, if kinds.is_empty() { String::new() } else {
-            format!(" ({})", kinds.join(", "))
-        });
+        let statuses: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  statuses: {}",
+            if statuses.is_empty() {
+                "none".into()
+            } else {
+                statuses.join(", ")
+            }
+        );
+        let kinds: Vec<String> = self
+            .errors_by_kind
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  errors: {}{}",
+            self.errors,
+            if kinds.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", kinds.join(", "))
+            }
+        );
         s
     }
 }
@@ -177,7 +234,11 @@ fn numeric_leaves(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String
         }
         serde_json::Value::Object(map) => {
             for (k, v) in map {
-                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 numeric_leaves(&path, v, out);
             }
         }
@@ -197,7 +258,12 @@ pub fn compare(a: &serde_json::Value, b: &serde_json::Value) -> Vec<Comparison> 
         .filter_map(|(metric, a)| {
             let b = *right.get(&metric)?;
             let ratio = (a != 0.0).then(|| b / a);
-            Some(Comparison { metric, a, b, ratio })
+            Some(Comparison {
+                metric,
+                a,
+                b,
+                ratio,
+            })
         })
         .collect()
 }
@@ -207,7 +273,11 @@ pub fn comparison_table(rows: &[Comparison]) -> String {
     let mut s = format!("{:<28} {:>14} {:>14} {:>9}\n", "metric", "a", "b", "b/a");
     for r in rows {
         let ratio = r.ratio.map_or("-".to_string(), |x| format!("{x:.3}"));
-        let _ = writeln!(s, "{:<28} {:>14.2} {:>14.2} {:>9}", r.metric, r.a, r.b, ratio);
+        let _ = writeln!(
+            s,
+            "{:<28} {:>14.2} {:>14.2} {:>9}",
+            r.metric, r.a, r.b, ratio
+        );
     }
     s
 }
@@ -218,44 +288,57 @@ mod tests {
     use crate::stats::ErrorKind;
     use serde_json::json;
 
-    fn check(a: serde_json::Value, b: serde_json::Value, expected: &[(&str, f64, f64, Option<f64>)]) {
-        let got: Vec<(String, f64, f64, Option<f64>)> =
-            compare(&a, &b).into_iter().map(|c| (c.metric, c.a, c.b, c.ratio)).collect();
-        let expected: Vec<(String, f64, f64, Option<f64>)> =
-            expected.iter().map(|(m, a, b, r)| (m.to_string(), *a, *b, *r)).collect();
+    fn check(
+        a: serde_json::Value,
+        b: serde_json::Value,
+        expected: &[(&str, f64, f64, Option<f64>)],
+    ) {
+        let got: Vec<(String, f64, f64, Option<f64>)> = compare(&a, &b)
+            .into_iter()
+            .map(|c| (c.metric, c.a, c.b, c.ratio))
+            .collect();
+        let expected: Vec<(String, f64, f64, Option<f64>)> = expected
+            .iter()
+            .map(|(m, a, b, r)| (m.to_string(), *a, *b, *r))
+            .collect();
         assert_eq!(got, expected);
     }
 
     #[test]
     fn comparison_gives_the_ratio_per_metric() {
-        check(json!({"requests_per_sec": 100.0}), json!({"requests_per_sec": 150.0}), &[(
-            "requests_per_sec",
-            100.0,
-            150.0,
-            Some(1.5),
-        )]);
-        check(json!({"latency_us": {"p99": 200}}), json!({"latency_us": {"p99": 100}}), &[(
-            "latency_us.p99",
-            200.0,
-            100.0,
-            Some(0.5),
-        )]);
+        check(
+            json!({"requests_per_sec": 100.0}),
+            json!({"requests_per_sec": 150.0}),
+            &[("requests_per_sec", 100.0, 150.0, Some(1.5))],
+        );
+        check(
+            json!({"latency_us": {"p99": 200}}),
+            json!({"latency_us": {"p99": 100}}),
+            &[("latency_us.p99", 200.0, 100.0, Some(0.5))],
+        );
     }
 
     #[test]
     fn comparison_of_a_zero_baseline_has_no_ratio() {
-        check(json!({"errors": 0}), json!({"errors": 3}), &[("errors", 0.0, 3.0, None)]);
+        check(
+            json!({"errors": 0}),
+            json!({"errors": 3}),
+            &[("errors", 0.0, 3.0, None)],
+        );
     }
 
     #[test]
     fn comparison_skips_fields_missing_on_either_side_and_non_numbers() {
-        check(json!({"a": 1, "mode": "open", "only_a": 2}), json!({"a": 2, "mode": "closed", "only_b": 5}), &[(
-            "a",
-            1.0,
-            2.0,
-            Some(2.0),
-        )]);
-        check(json!({"rate_per_sec": null}), json!({"rate_per_sec": 10}), &[]);
+        check(
+            json!({"a": 1, "mode": "open", "only_a": 2}),
+            json!({"a": 2, "mode": "closed", "only_b": 5}),
+            &[("a", 1.0, 2.0, Some(2.0))],
+        );
+        check(
+            json!({"rate_per_sec": null}),
+            json!({"rate_per_sec": 10}),
+            &[],
+        );
     }
 
     fn sample_report() -> Report {
@@ -299,7 +382,11 @@ mod tests {
         let back: Report = serde_json::from_str(&report.to_json()).unwrap();
         assert_eq!(back, report);
         let v = serde_json::to_value(&report).unwrap();
-        assert!(compare(&v, &v).iter().all(|c| c.ratio.is_none_or(|r| r == 1.0)));
+        assert!(
+            compare(&v, &v)
+                .iter()
+                .all(|c| c.ratio.is_none_or(|r| r == 1.0))
+        );
         assert!(report.to_table().contains("requests/s"));
     }
 }

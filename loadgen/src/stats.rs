@@ -88,7 +88,9 @@ impl Recorder {
 
     /// Records one latency (clamped to `1..=LATENCY_NS_MAX`).
     pub fn record_latency(&mut self, latency: Duration) {
-        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).clamp(1, LATENCY_NS_MAX);
+        let ns = u64::try_from(latency.as_nanos())
+            .unwrap_or(u64::MAX)
+            .clamp(1, LATENCY_NS_MAX);
         self.latency_ns.saturating_record(ns);
         self.requests += 1;
     }
@@ -113,7 +115,9 @@ impl Recorder {
 
     /// Adds `other`'s measurements to this one.
     pub fn merge(&mut self, other: &Recorder) {
-        self.latency_ns.add(&other.latency_ns).expect("recorders share the same bounds");
+        self.latency_ns
+            .add(&other.latency_ns)
+            .expect("recorders share the same bounds");
         self.requests += other.requests;
         self.bytes_read += other.bytes_read;
         for (kind, n) in &other.errors {
@@ -149,7 +153,11 @@ mod tests {
         assert_eq!(a.requests, 5);
         assert_eq!(a.latency_ns.len(), 5);
         for q in [0.0, 0.5, 0.9, 0.99, 1.0] {
-            assert_eq!(a.latency_ns.value_at_quantile(q), whole.latency_ns.value_at_quantile(q), "q={q}");
+            assert_eq!(
+                a.latency_ns.value_at_quantile(q),
+                whole.latency_ns.value_at_quantile(q),
+                "q={q}"
+            );
         }
         assert_eq!(a.latency_ns.max(), whole.latency_ns.max());
         assert_eq!(a.statuses, BTreeMap::from([(200, 3), (503, 1)]));

@@ -54,12 +54,21 @@ impl Url {
         if host.is_empty() || path.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
             return Err(bad());
         }
-        Ok(Url { scheme, host: host.to_string(), port, path: path.to_string() })
+        Ok(Url {
+            scheme,
+            host: host.to_string(),
+            port,
+            path: path.to_string(),
+        })
     }
 
     /// The `Host` header value.
     pub fn authority(&self) -> String {
-        if self.port == 80 { self.host.clone() } else { format!("{}:{}", self.host, self.port) }
+        if self.port == 80 {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 
     /// The first address the host resolves to.
@@ -149,7 +158,11 @@ impl RequestSpec {
     pub fn parse(line: &str, prefix: &str) -> Result<RequestSpec, ConfigError> {
         let bad = || ConfigError::BadRequestSpec(line.to_string());
         let mut it = line.trim().splitn(4, ' ');
-        let weight = it.next().and_then(|w| w.parse::<u32>().ok()).filter(|w| *w > 0).ok_or_else(bad)?;
+        let weight = it
+            .next()
+            .and_then(|w| w.parse::<u32>().ok())
+            .filter(|w| *w > 0)
+            .ok_or_else(bad)?;
         let method = it.next().filter(|m| !m.is_empty()).ok_or_else(bad)?;
         let path = it.next().filter(|p| p.starts_with('/')).ok_or_else(bad)?;
         let body = it.next().unwrap_or("");
@@ -168,13 +181,22 @@ impl RequestSpec {
 pub fn preset(name: &str) -> Option<&'static [&'static str]> {
     Some(match name {
         // Hot counters: mostly increments, some reads.
-        "counter" => &["90 POST /counter/c{key}/increment", "10 GET /counter/c{key}"],
+        "counter" => &[
+            "90 POST /counter/c{key}/increment",
+            "10 GET /counter/c{key}",
+        ],
         // A key-value store read 9 times for every write.
-        "kv" => &["90 GET /kv/store/k{key}", "10 PUT /kv/store/k{key} value-{key}"],
+        "kv" => &[
+            "90 GET /kv/store/k{key}",
+            "10 PUT /kv/store/k{key} value-{key}",
+        ],
         // One rate-limit check per request, per client key.
         "ratelimit" => &["100 POST /ratelimit/client{key}/take"],
         // An append-mostly event stream with occasional reads of the tail.
-        "events" => &["80 POST /events/stream{key} {\"event\":\"tick\",\"n\":{key}}", "20 GET /events/stream{key}"],
+        "events" => &[
+            "80 POST /events/stream{key} {\"event\":\"tick\",\"n\":{key}}",
+            "20 GET /events/stream{key}",
+        ],
         _ => return None,
     })
 }
@@ -200,7 +222,11 @@ pub struct Workload {
 
 impl Workload {
     /// A workload; `specs` must not be empty and `keys` must be at least 1.
-    pub fn new(specs: Vec<RequestSpec>, keys: u64, zipf_theta: Option<f64>) -> Result<Workload, ConfigError> {
+    pub fn new(
+        specs: Vec<RequestSpec>,
+        keys: u64,
+        zipf_theta: Option<f64>,
+    ) -> Result<Workload, ConfigError> {
         if specs.is_empty() {
             return Err(ConfigError::Conflict("the request mix is empty"));
         }
@@ -222,7 +248,12 @@ impl Workload {
                 Some(*sum)
             })
             .collect();
-        Ok(Workload { specs, cumulative, keys, dist })
+        Ok(Workload {
+            specs,
+            cumulative,
+            keys,
+            dist,
+        })
     }
 
     /// The requests of the mix.
@@ -252,16 +283,27 @@ mod tests {
     use super::*;
 
     fn check_url(input: &str, expected: Option<(Scheme, &str, u16, &str)>) {
-        let got = Url::parse(input).ok().map(|u| (u.scheme, u.host, u.port, u.path));
+        let got = Url::parse(input)
+            .ok()
+            .map(|u| (u.scheme, u.host, u.port, u.path));
         let expected = expected.map(|(s, h, p, path)| (s, h.to_string(), p, path.to_string()));
         assert_eq!(got, expected, "{input}");
     }
 
     #[test]
     fn urls_parse_into_host_port_and_path() {
-        check_url("http://127.0.0.1:8080/kv/{key}", Some((Scheme::Http, "127.0.0.1", 8080, "/kv/{key}")));
-        check_url("http://localhost", Some((Scheme::Http, "localhost", 80, "/")));
-        check_url("ws://127.0.0.1:9/room/{room}", Some((Scheme::Ws, "127.0.0.1", 9, "/room/{room}")));
+        check_url(
+            "http://127.0.0.1:8080/kv/{key}",
+            Some((Scheme::Http, "127.0.0.1", 8080, "/kv/{key}")),
+        );
+        check_url(
+            "http://localhost",
+            Some((Scheme::Http, "localhost", 80, "/")),
+        );
+        check_url(
+            "ws://127.0.0.1:9/room/{room}",
+            Some((Scheme::Ws, "127.0.0.1", 9, "/room/{room}")),
+        );
         check_url("http://[::1]:81/", Some((Scheme::Http, "[::1]", 81, "/")));
         check_url("https://127.0.0.1/", None);
         check_url("http://:80/", None);
@@ -292,7 +334,10 @@ mod tests {
         let (mut path, mut body) = (Vec::new(), Vec::new());
         spec.path.render(3, &mut path);
         spec.body.render(3, &mut body);
-        assert_eq!((&path[..], &body[..]), (&b"/base/kv/3"[..], &b"value 3"[..]));
+        assert_eq!(
+            (&path[..], &body[..]),
+            (&b"/base/kv/3"[..], &b"value 3"[..])
+        );
         for bad in ["", "GET /", "0 GET /", "x GET /", "1 GET kv", "1"] {
             assert!(RequestSpec::parse(bad, "").is_err(), "{bad:?}");
         }
@@ -312,10 +357,15 @@ mod tests {
     fn a_weighted_mix_picks_requests_in_proportion() {
         let seed = 11;
         println!("seed {seed}");
-        let specs = vec![RequestSpec::parse("90 GET /a", "").unwrap(), RequestSpec::parse("10 POST /b", "").unwrap()];
+        let specs = vec![
+            RequestSpec::parse("90 GET /a", "").unwrap(),
+            RequestSpec::parse("10 POST /b", "").unwrap(),
+        ];
         let w = Workload::new(specs, 10, None).unwrap();
         let mut rng = SplitMix64::new(seed);
-        let gets = (0..100_000).filter(|_| w.pick(&mut rng).method == "GET").count();
+        let gets = (0..100_000)
+            .filter(|_| w.pick(&mut rng).method == "GET")
+            .count();
         assert!((89_000..91_000).contains(&gets), "{gets}");
     }
 

@@ -79,17 +79,30 @@ impl Window {
 /// The send time encoded in a payload, if it carries the token.
 pub fn parse_stamp(payload: &[u8]) -> Option<u64> {
     let at = payload.windows(TOKEN.len()).position(|w| w == TOKEN)? + TOKEN.len();
-    let digits = payload[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&payload[at..at + digits]).ok()?.parse().ok()
+    let digits = payload[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&payload[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Runs the fan-out load and returns the merged report; latency is from the
 /// intended send time of each message to its receipt by each member.
 pub fn run_ws(config: WsConfig) -> Result<Report, RunError> {
-    let addr = config.url.resolve().map_err(|e| RunError::Executor(e.to_string()))?;
+    let addr = config
+        .url
+        .resolve()
+        .map_err(|e| RunError::Executor(e.to_string()))?;
     let config = Arc::new(config);
     let start = Instant::now() + Duration::from_millis(50);
-    let window = Window { start, measure: start + config.warmup, end: start + config.warmup + config.duration };
+    let window = Window {
+        start,
+        measure: start + config.warmup,
+        end: start + config.warmup + config.duration,
+    };
     let (tx, rx) = mpsc::channel::<Recorder>();
     for w in 0..config.workers {
         let placement = match &config.pinning {
@@ -105,7 +118,9 @@ pub fn run_ws(config: WsConfig) -> Result<Report, RunError> {
                 let mine = share(total, config.workers, w);
                 let first: u64 = (0..w).map(|i| share(total, config.workers, i)).sum();
                 let tasks: Vec<_> = (0..mine)
-                    .map(|m| glommio::spawn_local(member(Arc::clone(&config), addr, first + m, window)))
+                    .map(|m| {
+                        glommio::spawn_local(member(Arc::clone(&config), addr, first + m, window))
+                    })
                     .collect();
                 let mut rec = Recorder::new();
                 for t in tasks {
@@ -122,7 +137,9 @@ pub fn run_ws(config: WsConfig) -> Result<Report, RunError> {
         match rx.recv_timeout(bound.saturating_duration_since(Instant::now())) {
             Ok(rec) => total.merge(&rec),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                return Err(RunError::HardTimeout { bound_ms: (bound - start).as_millis() });
+                return Err(RunError::HardTimeout {
+                    bound_ms: (bound - start).as_millis(),
+                });
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => return Err(RunError::WorkerPanicked),
         }
@@ -158,7 +175,10 @@ async fn member(config: Arc<WsConfig>, addr: SocketAddr, index: u64, window: Win
             rec.record_error(kind);
         }
     };
-    let left = window.end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let left = window
+        .end
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
     let Ok(mut stream) = TcpStream::connect_timeout(addr, left).await else {
         record_error(&mut rec, ErrorKind::Connect);
         return rec;
@@ -166,7 +186,14 @@ async fn member(config: Arc<WsConfig>, addr: SocketAddr, index: u64, window: Win
     let _ = stream.set_nodelay(true);
     let mut rng = SplitMix64::new(0x5eed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let target = config.url.path.replace("{room}", &room.to_string());
-    let Some((mut conn, leftover)) = handshake(&mut stream, &config.url.authority(), &target, &mut rng, window).await
+    let Some((mut conn, leftover)) = handshake(
+        &mut stream,
+        &config.url.authority(),
+        &target,
+        &mut rng,
+        window,
+    )
+    .await
     else {
         record_error(&mut rec, ErrorKind::Connect);
         return rec;
@@ -174,7 +201,12 @@ async fn member(config: Arc<WsConfig>, addr: SocketAddr, index: u64, window: Win
     conn.feed(&leftover);
     let total_rate = config.send_rate_per_sec * (config.rooms * config.members) as f64;
     let mut pacer = Pacer::new(
-        stagger(window.start, total_rate, config.rooms * config.members, index),
+        stagger(
+            window.start,
+            total_rate,
+            config.rooms * config.members,
+            index,
+        ),
         config.send_rate_per_sec,
     );
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
@@ -184,7 +216,8 @@ async fn member(config: Arc<WsConfig>, addr: SocketAddr, index: u64, window: Win
         }
         if !conn.output().is_empty() {
             let n = conn.output().len();
-            let _ = stream.set_write_timeout(Some(window.end.saturating_duration_since(Instant::now())));
+            let _ = stream
+                .set_write_timeout(Some(window.end.saturating_duration_since(Instant::now())));
             if stream.write_all(conn.output()).await.is_err() {
                 if Instant::now() < window.end {
                     record_error(&mut rec, ErrorKind::Write);
@@ -200,11 +233,12 @@ async fn member(config: Arc<WsConfig>, addr: SocketAddr, index: u64, window: Win
         let due = pacer.peek().min(window.end);
         // glommio reads are readiness-based, so dropping a pending read when
         // the timer wins loses no bytes.
-        let wake = futures_lite::future::or(async { Wake::Read(stream.read(&mut chunk).await) }, async {
-            glommio::timer::sleep(due.saturating_duration_since(now)).await;
-            Wake::Send
-        })
-        .await;
+        let wake =
+            futures_lite::future::or(async { Wake::Read(stream.read(&mut chunk).await) }, async {
+                glommio::timer::sleep(due.saturating_duration_since(now)).await;
+                Wake::Send
+            })
+            .await;
         match wake {
             Wake::Send => {
                 if Instant::now() >= window.end {
@@ -245,7 +279,9 @@ fn drain_events(conn: &mut Connection, window: Window, rec: &mut Recorder) -> bo
                     continue;
                 }
                 match parse_stamp(&payload) {
-                    Some(ns) => rec.record_latency(now.saturating_duration_since(window.start + Duration::from_nanos(ns))),
+                    Some(ns) => rec.record_latency(
+                        now.saturating_duration_since(window.start + Duration::from_nanos(ns)),
+                    ),
                     None => rec.requests += 1,
                 }
             }
@@ -280,8 +316,12 @@ async fn handshake(
     let mut out = Vec::new();
     hs.write_request(host, target, &mut out);
     let left = window.end.saturating_duration_since(Instant::now());
-    stream.set_write_timeout(Some(left.max(Duration::from_millis(1)))).ok()?;
-    stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).ok()?;
+    stream
+        .set_write_timeout(Some(left.max(Duration::from_millis(1))))
+        .ok()?;
+    stream
+        .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+        .ok()?;
     stream.write_all(&out).await.ok()?;
     let mut input = BytesMut::new();
     let mut chunk = [0u8; 4096];
@@ -294,7 +334,8 @@ async fn handshake(
         let mut storage = [httparse::EMPTY_HEADER; 32];
         let mut response = httparse::Response::new(&mut storage);
         if let httparse::Status::Complete(len) = response.parse(&input).ok()? {
-            let headers: Vec<(&str, &[u8])> = response.headers.iter().map(|h| (h.name, h.value)).collect();
+            let headers: Vec<(&str, &[u8])> =
+                response.headers.iter().map(|h| (h.name, h.value)).collect();
             hs.validate_response(response.code?, &headers).ok()?;
             let _ = stream.set_read_timeout(None);
             let conn = Connection::client(WsCodecConfig::default(), rng.next_u64());

@@ -34,7 +34,11 @@ impl Zipf {
         } else {
             (n.powf(1.0 - theta) - theta) / (1.0 - theta)
         };
-        let q = if theta == 1.0 { 0.0 } else { 1.0 / (1.0 - theta) };
+        let q = if theta == 1.0 {
+            0.0
+        } else {
+            1.0 / (1.0 - theta)
+        };
         Some(Zipf { n, theta, t, q })
     }
 
@@ -93,13 +97,21 @@ mod tests {
             distance += (expected - observed).abs() / 2.0;
             // E|observed - expected| for a binomial count, by the normal
             // approximation: sampling noise alone gives about this distance.
-            noise += (2.0 / std::f64::consts::PI).sqrt() * (expected * (1.0 - expected) / draws as f64).sqrt() / 2.0;
+            noise += (2.0 / std::f64::consts::PI).sqrt()
+                * (expected * (1.0 - expected) / draws as f64).sqrt()
+                / 2.0;
             if k <= 5 {
                 let error = (observed - expected).abs() / expected;
-                assert!(error < tolerance, "rank {k}: observed {observed}, expected {expected}");
+                assert!(
+                    error < tolerance,
+                    "rank {k}: observed {observed}, expected {expected}"
+                );
             }
         }
-        assert!(distance < 1.5 * noise + 0.002, "total variation distance {distance}, noise alone {noise}");
+        assert!(
+            distance < 1.5 * noise + 0.002,
+            "total variation distance {distance}, noise alone {noise}"
+        );
     }
 
     #[test]
