@@ -1,9 +1,11 @@
 //! Fuzz target: the server request decoder. Properties asserted, beyond not
 //! crashing: feeding the input in pieces gives the same events as feeding it
-//! whole, and a prefix of a complete head is `Partial`, never an error.
+//! whole, a prefix of a complete head is `Partial`, never an error, and the
+//! fast head path agrees with the reference path.
 #![no_main]
 
 use bytes::BytesMut;
+use cairn_proto::http::head::parse_request_head_reference;
 use cairn_proto::http::{Error, Event, Limits, Request, RequestDecoder, Status, parse_request_head};
 use libfuzzer_sys::fuzz_target;
 
@@ -68,6 +70,16 @@ fuzz_target!(|data: &[u8]| {
     let whole = run(input, input.len().max(1));
     let pieces = run(input, usize::from(split % 17) + 1);
     assert_eq!(whole, pieces, "split into pieces of {} changed the events", split % 17 + 1);
+
+    // The fast path (one httparse call) must agree with the reference path.
+    let mut fast_fields = [httparse::EMPTY_HEADER; 8];
+    let mut reference_fields = [httparse::EMPTY_HEADER; 8];
+    let fast = parse_request_head(input, &limits(), &mut fast_fields);
+    let reference = parse_request_head_reference(input, &limits(), &mut reference_fields);
+    assert_eq!(fast, reference, "fast and reference head parsers disagree");
+    if let Ok(Status::Complete(head)) = fast {
+        assert_eq!(fast_fields[..head.header_count], reference_fields[..head.header_count]);
+    }
 
     let mut storage = [httparse::EMPTY_HEADER; 8];
     if let Ok(Status::Complete(head)) = parse_request_head(input, &limits(), &mut storage) {

@@ -206,7 +206,7 @@ impl ChunkedDecoder {
             }
         }
         let ext = &buf[ext_start..i];
-        if !ext.is_empty() && !ext.iter().any(|&b| b == b';') {
+        if !ext.is_empty() && !ext.contains(&b';') {
             // Whitespace after the size is only allowed before an extension.
             return Err(Error::BadChunkSize);
         }

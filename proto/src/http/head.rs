@@ -88,6 +88,74 @@ pub fn parse_request_head<'b>(
     limits: &Limits,
     headers: &mut [httparse::Header<'b>],
 ) -> Result<Status<RequestHead<'b>>, Error> {
+    if let Some(head) = parse_fast(buf, limits, headers) {
+        return Ok(Status::Complete(head));
+    }
+    parse_request_head_reference(buf, limits, headers)
+}
+
+/// The common case in one `httparse::Request::parse` call, whose request-line
+/// code is faster than ours. It returns `None` for anything unusual (an
+/// incomplete head, an error, a version other than 1.0/1.1, a limit
+/// exceeded, a framing fault) and the reference path then decides, so the two
+/// agree by construction: the fast path only ever answers with a head the
+/// reference path would also accept (checked by `proto/tests/http_props.rs`
+/// and the `http_request` fuzz target).
+#[inline]
+fn parse_fast<'b>(
+    buf: &'b [u8],
+    limits: &Limits,
+    headers: &mut [httparse::Header<'b>],
+) -> Option<RequestHead<'b>> {
+    let storage_len = headers.len().min(limits.header_count_max);
+    let mut request = httparse::Request::new(&mut headers[..storage_len]);
+    let Ok(httparse::Status::Complete(len)) = request.parse(buf) else {
+        return None;
+    };
+    let (method, target, minor) = (request.method?, request.path?, request.version?);
+    let header_count = request.headers.len();
+    // httparse admits obs-text in targets; the reference path does not.
+    if visible_prefix_len(target.as_bytes()) != target.len() {
+        return None;
+    }
+    let after_version = target.as_ptr() as usize - buf.as_ptr() as usize + target.len() + 1 + 8;
+    let line_len = if *buf.get(after_version)? == b'\r' {
+        after_version + 2
+    } else {
+        after_version + 1
+    };
+    if line_len > limits.request_line_bytes_max || len - line_len > limits.header_bytes_max {
+        return None;
+    }
+    let version = if minor == 0 {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
+    let framing = request_framing(version, &headers[..header_count], limits).ok()?;
+    Some(RequestHead {
+        method,
+        target,
+        version,
+        header_count,
+        body: framing.body,
+        keep_alive: framing.keep_alive,
+        expect_continue: framing.expect_continue,
+        upgrade: framing.upgrade,
+        len,
+    })
+}
+
+/// The reference path: the request line by hand, in one pass over a window
+/// of `request_line_bytes_max` bytes, then the header fields by httparse over
+/// a window of `header_bytes_max` bytes. It decides every verdict but the
+/// common success; public only so the fuzzer can compare the two paths.
+#[doc(hidden)]
+pub fn parse_request_head_reference<'b>(
+    buf: &'b [u8],
+    limits: &Limits,
+    headers: &mut [httparse::Header<'b>],
+) -> Result<Status<RequestHead<'b>>, Error> {
     let line = match parse_request_line(buf, limits.request_line_bytes_max)? {
         Status::Complete(line) => line,
         Status::Partial => return Ok(Status::Partial),
@@ -135,6 +203,7 @@ pub(crate) fn map_httparse(e: httparse::Error) -> Error {
 /// Skips empty lines (RFC 9112 2.2 lets a server ignore them) and returns
 /// the offset of the first byte that is not part of one, or `None` when the
 /// buffer ends inside a CRLF.
+#[inline]
 pub(crate) fn skip_empty_lines(buf: &[u8]) -> Option<usize> {
     let mut i = 0;
     loop {
@@ -150,57 +219,98 @@ pub(crate) fn skip_empty_lines(buf: &[u8]) -> Option<usize> {
     }
 }
 
+/// Parses the request line in one pass over at most `line_max` bytes.
+///
+/// Bytes are judged in order and only inside that window, so the verdict is
+/// the same however the input is split.
+#[inline]
 fn parse_request_line(buf: &[u8], line_max: usize) -> Result<Status<RequestLine<'_>>, Error> {
     let window = &buf[..buf.len().min(line_max)];
+    let incomplete = || {
+        if buf.len() >= line_max {
+            Err(Error::RequestLineTooLong)
+        } else {
+            Ok(Status::Partial)
+        }
+    };
     let Some(start) = skip_empty_lines(window) else {
-        return if buf.len() >= line_max {
-            Err(Error::RequestLineTooLong)
-        } else {
-            Ok(Status::Partial)
-        };
+        return incomplete();
     };
-    let Some(nl) = window[start..].iter().position(|&b| b == b'\n') else {
-        return if buf.len() >= line_max {
-            Err(Error::RequestLineTooLong)
-        } else {
-            Ok(Status::Partial)
-        };
-    };
-    let end = start + nl;
-    let mut line = &buf[start..end];
-    // A lone LF ends a line too (RFC 9112 2.2 MAY); httparse agrees for the
-    // header fields, so the whole head treats line endings consistently.
-    if let [rest @ .., b'\r'] = line {
-        line = rest;
-    }
 
-    let method_len = line
-        .iter()
-        .position(|&b| b == b' ')
-        .ok_or(Error::BadSyntax)?;
-    let method = &line[..method_len];
-    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
-        return Err(Error::BadMethod);
+    let mut i = start;
+    loop {
+        match window.get(i) {
+            None => return incomplete(),
+            Some(b' ') if i > start => break,
+            Some(&b) if is_tchar(b) => i += 1,
+            Some(_) => return Err(Error::BadMethod),
+        }
     }
-    let after_method = &line[method_len + 1..];
-    let target_len = after_method
-        .iter()
-        .position(|&b| !(0x21..=0x7e).contains(&b))
-        .unwrap_or(after_method.len());
-    let target = &after_method[..target_len];
-    if target.is_empty() || after_method.get(target_len) != Some(&b' ') {
+    let method = &window[start..i];
+    i += 1;
+
+    let target_start = i;
+    i += visible_prefix_len(&window[i..]);
+    let Some(&after_target) = window.get(i) else {
+        return incomplete();
+    };
+    if i == target_start || after_target != b' ' {
         return Err(Error::BadTarget);
     }
-    let version = parse_version(&after_method[target_len + 1..])?;
+    let target = &window[target_start..i];
+    i += 1;
+
+    let Some(version) = window.get(i..i + 8) else {
+        return incomplete();
+    };
+    i += 8;
+    // A lone LF ends a line too (RFC 9112 2.2 MAY); httparse agrees for the
+    // header fields, so the whole head treats line endings consistently.
+    let len = match (window.get(i), window.get(i + 1)) {
+        (Some(b'\n'), _) => i + 1,
+        (Some(b'\r'), Some(b'\n')) => i + 2,
+        (None, _) | (Some(b'\r'), None) => return incomplete(),
+        _ => return Err(Error::BadVersion),
+    };
     Ok(Status::Complete(RequestLine {
+        version: parse_version(version)?,
         method: std::str::from_utf8(method).map_err(|_| Error::BadMethod)?,
         target: std::str::from_utf8(target).map_err(|_| Error::BadTarget)?,
-        version,
-        len: end + 1,
+        len,
     }))
 }
 
+/// Length of the leading run of visible ASCII (%x21-7E), the bytes a
+/// request-target may hold. Eight bytes at a time while none is outside the
+/// range (SWAR), then byte by byte: request-targets are the longest part of
+/// the line and this keeps the hand-written line parser near httparse's speed.
+#[inline]
+fn visible_prefix_len(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        // High bit of a lane set where the byte is below 0x21 ...
+        let below = x.wrapping_sub(ONES * 0x21) & !x & HIGH;
+        // ... or at least 0x7F: (b & 0x7F) + 1 reaches 0x80 only for 0x7F,
+        // and cannot carry into the next lane.
+        let above = (((x & !HIGH) + ONES) | x) & HIGH;
+        if below | above != 0 {
+            break;
+        }
+        i += 8;
+    }
+    i + bytes[i..]
+        .iter()
+        .take_while(|&&b| (0x21..=0x7e).contains(&b))
+        .count()
+}
+
 /// Parses `HTTP/DIGIT.DIGIT` exactly (case-sensitive, RFC 9112 2.3).
+#[inline]
 pub(crate) fn parse_version(v: &[u8]) -> Result<Version, Error> {
     match v {
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
@@ -239,6 +349,7 @@ pub(crate) struct FieldFacts {
 }
 
 /// Reads the fields that govern framing, applying RFC 9112 6.1-6.3 strictly.
+#[inline]
 pub(crate) fn scan_fields(headers: &[httparse::Header<'_>]) -> Result<FieldFacts, Error> {
     let mut facts = FieldFacts::default();
     let mut transfer_coding_unsupported = false;
@@ -300,6 +411,7 @@ pub(crate) fn scan_fields(headers: &[httparse::Header<'_>]) -> Result<FieldFacts
     Ok(facts)
 }
 
+#[inline]
 fn request_framing(
     version: Version,
     headers: &[httparse::Header<'_>],
@@ -344,6 +456,7 @@ fn request_framing(
 }
 
 /// `Content-Length = 1*DIGIT` (RFC 9110 8.6); no sign, no hex, no list.
+#[inline]
 pub(crate) fn parse_content_length(value: &[u8]) -> Result<u64, Error> {
     let digits = trim_ows(value);
     if digits.is_empty() {
@@ -364,11 +477,20 @@ pub(crate) fn parse_content_length(value: &[u8]) -> Result<u64, Error> {
 
 /// `Host = uri-host [ ":" port ]` (RFC 9110 7.2), checked by alphabet:
 /// reg-name, IP-literal and IPv4 characters, `%` for pct-encoding, `:` for the port.
+#[inline]
 fn valid_host(value: &[u8]) -> bool {
-    value.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
+    value.iter().all(|&b| HOST_BYTES[usize::from(b)])
+}
+
+/// Which bytes [`valid_host`] admits, as a table so the check is one load per byte.
+static HOST_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
             || matches!(
-                b,
+                c,
                 b'-' | b'.'
                     | b'_'
                     | b'~'
@@ -387,6 +509,8 @@ fn valid_host(value: &[u8]) -> bool {
                     | b'['
                     | b']'
                     | b'%'
-            )
-    })
-}
+            );
+        b += 1;
+    }
+    table
+};
