@@ -136,6 +136,17 @@ mod tests {
         );
     }
 
+    fn decode_head(content_length: u64) -> Result<Option<Reply>, ProtocolError> {
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {content_length}\r\n\r\n");
+        ResponseReader::new().decode(&mut BytesMut::from(head.as_bytes()), false)
+    }
+
+    #[test]
+    fn a_body_at_the_limit_is_awaited_and_one_past_it_is_refused() {
+        assert_eq!(decode_head(RESPONSE_BODY_BYTES_MAX), Ok(None));
+        assert!(decode_head(RESPONSE_BODY_BYTES_MAX + 1).is_err());
+    }
+
     #[test]
     fn requests_with_a_body_carry_its_length() {
         let mut out = Vec::new();

@@ -187,6 +187,19 @@ mod tests {
     }
 
     #[test]
+    fn a_latency_at_the_maximum_is_kept_and_one_past_it_is_clamped_to_it() {
+        let (mut at, mut past) = (Recorder::new(), Recorder::new());
+        at.record_latency(Duration::from_nanos(LATENCY_NS_MAX));
+        past.record_latency(Duration::from_nanos(LATENCY_NS_MAX + 1));
+        assert_eq!((at.requests, past.requests), (1, 1));
+        assert_eq!(at.latency_ns.max(), past.latency_ns.max());
+        assert!(
+            at.latency_ns
+                .equivalent(at.latency_ns.max(), LATENCY_NS_MAX)
+        );
+    }
+
+    #[test]
     fn a_latency_past_the_maximum_is_clamped_not_lost() {
         let mut a = Recorder::new();
         a.record_latency(Duration::from_secs(10_000));
