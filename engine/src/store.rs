@@ -162,22 +162,9 @@ impl CommitVerdicts {
     }
 }
 
-/// Range and paging options for [`Store::list`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ListOptions {
-    /// Only keys starting with these bytes.
-    pub prefix: Option<Vec<u8>>,
-    /// First key, inclusive.
-    pub start: Option<Vec<u8>>,
-    /// First key, exclusive; combines with `start` (both bounds apply).
-    pub start_after: Option<Vec<u8>>,
-    /// Last key, exclusive.
-    pub end: Option<Vec<u8>>,
-    /// Most entries returned.
-    pub limit: Option<usize>,
-    /// Descending order.
-    pub reverse: bool,
-}
+/// Range and paging options for [`Store::list`]: the disk store's own type, so the two
+/// backends cannot drift apart and the disk path needs no conversion.
+pub use cairn_storage::ListOptions;
 
 /// Mutations applied atomically by [`Store::commit`].
 #[derive(Debug, Clone, Default)]
@@ -775,20 +762,11 @@ impl Store {
     ) -> Result<Vec<(Vec<u8>, Value)>, StorageError> {
         match &self.0 {
             Backend::Mem(m) => m.list(obj, opts).await,
-            Backend::Disk(d, _) => {
-                let o = cairn_storage::ListOptions {
-                    prefix: opts.prefix.clone(),
-                    start: opts.start.clone(),
-                    start_after: opts.start_after.clone(),
-                    end: opts.end.clone(),
-                    limit: opts.limit,
-                    reverse: opts.reverse,
-                };
-                d.list(obj, &o)
-                    .await
-                    .map(|es| es.into_iter().map(|(k, v)| (k, to_bytes(v))).collect())
-                    .map_err(from_disk_error)
-            }
+            Backend::Disk(d, _) => d
+                .list(obj, opts)
+                .await
+                .map(|es| es.into_iter().map(|(k, v)| (k, to_bytes(v))).collect())
+                .map_err(from_disk_error),
         }
     }
 
