@@ -13,6 +13,10 @@ use super::limits::Limits;
 /// Sixteen significant digits fill a `u64`; the rest is slack for zero padding.
 const CHUNK_SIZE_DIGITS_MAX: usize = 32;
 
+/// Trailer field storage kept on the stack for the default limits (64
+/// fields); a larger `header_count_max` falls back to a heap buffer.
+const TRAILER_STACK_FIELDS: usize = Limits::HEADER_COUNT_MAX;
+
 /// What one call to [`ChunkedDecoder::decode`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Chunk {
@@ -26,7 +30,8 @@ pub enum Chunk {
         end: usize,
     },
     /// The last chunk and the trailer section were read; consume `consumed`
-    /// bytes. The body is complete.
+    /// bytes. The body is complete. The trailer section is the last
+    /// [`ChunkedDecoder::trailer_section_len`] of those bytes.
     End {
         /// Bytes consumed by this call.
         consumed: usize,
@@ -57,6 +62,8 @@ pub struct ChunkedDecoder {
     state: State,
     body_bytes: u64,
     limits: Limits,
+    /// Length of the trailer section, once it has been read.
+    trailer_len: usize,
 }
 
 impl ChunkedDecoder {
@@ -66,12 +73,26 @@ impl ChunkedDecoder {
             state: State::Size,
             body_bytes: 0,
             limits,
+            trailer_len: 0,
         }
     }
 
     /// Whether the last chunk and trailers have been read.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// Bytes of the trailer section, from the first trailer field to the
+    /// empty line that ends the body, inclusive: the last bytes consumed by
+    /// [`Chunk::End`]. Two (`CRLF`) when there are no trailer fields; zero
+    /// before the body is complete.
+    ///
+    /// The fields in it were validated like header fields (same limits and
+    /// byte rules); they are separate from the header section, which they
+    /// must not be merged into unless a field's definition allows it
+    /// (RFC 9110 6.5.1), so the caller decides what to do with them.
+    pub fn trailer_section_len(&self) -> usize {
+        self.trailer_len
     }
 
     /// Decodes the next piece of `buf`, which starts at the first unconsumed byte.
@@ -151,6 +172,7 @@ impl ChunkedDecoder {
                     }
                     Some(n) => {
                         pos += n;
+                        self.trailer_len = n;
                         self.state = State::Done;
                         return Ok(Chunk::End { consumed: pos });
                     }
@@ -217,25 +239,38 @@ impl ChunkedDecoder {
         }
     }
 
-    /// Parses the trailer section up to its empty line. Trailer fields are
-    /// validated like header fields, then discarded (RFC 9110 6.5.1 lets a
-    /// recipient drop them). `None` means incomplete.
+    /// Parses the trailer section up to its empty line, validating trailer
+    /// fields like header fields. `None` means incomplete.
     fn parse_trailers(&self, buf: &[u8]) -> Result<Option<usize>, Error> {
         if buf.first() == Some(&b'\n') {
             return Err(Error::BadChunk);
         }
-        let mut storage = [httparse::EMPTY_HEADER; 16];
-        let count = self.limits.header_count_max.min(storage.len());
         // Only the bytes the limit allows are parsed, so the verdict does
         // not depend on how the input was split.
         let window = &buf[..buf.len().min(self.limits.header_bytes_max)];
-        match httparse::parse_headers(window, &mut storage[..count]) {
-            Ok(httparse::Status::Complete((n, _))) => Ok(Some(n)),
-            Ok(httparse::Status::Partial) if buf.len() > self.limits.header_bytes_max => {
-                Err(Error::HeaderTooLarge)
-            }
-            Ok(httparse::Status::Partial) => Ok(None),
+        let parsed = if self.limits.header_count_max <= TRAILER_STACK_FIELDS {
+            let mut storage = [httparse::EMPTY_HEADER; TRAILER_STACK_FIELDS];
+            section_end(window, &mut storage[..self.limits.header_count_max])
+        } else {
+            let mut storage = vec![httparse::EMPTY_HEADER; self.limits.header_count_max];
+            section_end(window, &mut storage)
+        };
+        match parsed {
+            Ok(Some(n)) => Ok(Some(n)),
+            Ok(None) if buf.len() > self.limits.header_bytes_max => Err(Error::HeaderTooLarge),
+            Ok(None) => Ok(None),
             Err(e) => Err(map_httparse(e)),
         }
     }
+}
+
+/// Where the field section at the start of `buf` ends, if it is complete.
+fn section_end<'b>(
+    buf: &'b [u8],
+    storage: &mut [httparse::Header<'b>],
+) -> Result<Option<usize>, httparse::Error> {
+    Ok(match httparse::parse_headers(buf, storage)? {
+        httparse::Status::Complete((n, _)) => Some(n),
+        httparse::Status::Partial => None,
+    })
 }

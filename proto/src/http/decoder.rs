@@ -6,13 +6,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::chunked::{Chunk, ChunkedDecoder};
 use super::conn::{ConnEvent, ConnState, TransitionError, transition};
 use super::error::{Error, Status};
-use super::head::{BodyKind, parse_request_head};
+use super::head::{BodyKind, parse_request_head_located};
 use super::limits::Limits;
-use super::request::Request;
-
-/// Header storage kept on the stack for the default limits; a larger
-/// `header_count_max` falls back to a heap buffer per head.
-const STACK_HEADERS: usize = Limits::HEADER_COUNT_MAX;
+use super::request::{Fields, Request};
 
 /// What [`RequestDecoder::next_event`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +19,8 @@ pub enum Event {
     /// The next piece of the body, split off the buffer without copying.
     Body(Bytes),
     /// The request is complete. The decoder is now paused until
-    /// [`RequestDecoder::response_sent`].
+    /// [`RequestDecoder::response_sent`]. A chunked body's trailer fields
+    /// are then in [`RequestDecoder::trailers`].
     End,
     /// More bytes are needed.
     NeedData,
@@ -59,6 +56,8 @@ pub struct RequestDecoder {
     end_pending: bool,
     pending: Option<Request>,
     collected: BytesMut,
+    /// The trailer section of the last chunked body (empty if it had none).
+    trailers: Bytes,
 }
 
 impl RequestDecoder {
@@ -73,12 +72,21 @@ impl RequestDecoder {
             end_pending: false,
             pending: None,
             collected: BytesMut::new(),
+            trailers: Bytes::new(),
         }
     }
 
     /// The connection state.
     pub fn state(&self) -> ConnState {
         self.state
+    }
+
+    /// The trailer fields of the chunked body that just ended, in order,
+    /// from its [`Event::End`] until the next request's head (empty for a
+    /// body without trailers or one that was not chunked). [`decode`]
+    /// (Self::decode) moves them into [`Request::trailers`] instead.
+    pub fn trailers(&self) -> Fields<'_> {
+        Fields::new(&self.trailers)
     }
 
     /// The limits in force.
@@ -115,52 +123,58 @@ impl RequestDecoder {
     }
 
     fn read_head(&mut self, buf: &mut BytesMut) -> Result<Event, Error> {
+        Ok(match self.read_request_head(buf)? {
+            Some(request) => Event::Head(request),
+            None => Event::NeedData,
+        })
+    }
+
+    /// Parses the next head, if it is all there, and starts its body.
+    #[inline]
+    fn read_request_head(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, Error> {
         if buf.is_empty() {
-            return Ok(Event::NeedData);
+            return Ok(None);
         }
         self.step(ConnEvent::BytesArrived);
-        let parsed = if self.limits.header_count_max <= STACK_HEADERS {
-            let mut storage = [httparse::EMPTY_HEADER; STACK_HEADERS];
-            parse_request_head(buf, &self.limits, &mut storage).map(|s| match s {
-                Status::Complete(h) => Some(Located::new(buf, &h)),
-                Status::Partial => None,
-            })
-        } else {
-            let mut storage = vec![httparse::EMPTY_HEADER; self.limits.header_count_max];
-            parse_request_head(buf, &self.limits, &mut storage).map(|s| match s {
-                Status::Complete(h) => Some(Located::new(buf, &h)),
-                Status::Partial => None,
-            })
-        };
-        let head = match parsed {
-            Ok(Some(head)) => head,
-            Ok(None) => return Ok(Event::NeedData),
+        self.trailers = Bytes::new();
+        let located = match parse_request_head_located(buf, &self.limits) {
+            Ok(Status::Complete(located)) => located,
+            Ok(Status::Partial) => return Ok(None),
             Err(e) => return Err(self.fail(e)),
         };
-        let raw = buf.split_to(head.len).freeze();
+        let head = located.head;
+        // Parts are kept as offsets into the head, which is split off the
+        // buffer (a reference count, no copy) once the borrow ends.
+        let offset = |s: &str| s.as_ptr() as usize - buf.as_ptr() as usize;
+        let method = offset(head.method)..offset(head.method) + head.method.len();
+        let target = offset(head.target)..offset(head.target) + head.target.len();
+        let (kind, len, fields_start) = (head.body, head.len, located.line_len);
+        let (version, keep_alive) = (head.version, head.keep_alive);
+        let (expect_continue, upgrade) = (head.expect_continue, head.upgrade);
         let request = Request {
-            head: raw,
-            method: head.method,
-            target: head.target,
-            fields_start: head.fields_start,
-            version: head.version,
+            head: buf.split_to(len).freeze(),
+            method,
+            target,
+            fields_start,
+            version,
             body: Bytes::new(),
-            keep_alive: head.keep_alive,
-            expect_continue: head.expect_continue,
-            upgrade: head.upgrade,
-            chunked: head.body == BodyKind::Chunked,
+            trailers: Bytes::new(),
+            keep_alive,
+            expect_continue,
+            upgrade,
+            chunked: kind == BodyKind::Chunked,
         };
-        self.keep_alive = head.keep_alive;
-        self.body = match head.body {
+        self.keep_alive = request.keep_alive;
+        self.body = match kind {
             BodyKind::Empty | BodyKind::CloseDelimited => BodyProgress::None,
             BodyKind::Length(n) => BodyProgress::Length(n),
             BodyKind::Chunked => BodyProgress::Chunked(ChunkedDecoder::new(self.limits)),
         };
         let has_body = !matches!(self.body, BodyProgress::None);
-        self.continue_pending = head.expect_continue && has_body;
+        self.continue_pending = request.expect_continue && has_body;
         self.end_pending = !has_body;
         self.step(ConnEvent::HeadComplete { body: has_body });
-        Ok(Event::Head(request))
+        Ok(Some(request))
     }
 
     fn read_body(&mut self, buf: &mut BytesMut) -> Result<Event, Error> {
@@ -194,7 +208,13 @@ impl RequestDecoder {
                         }
                     }
                     Ok(Chunk::End { consumed }) => {
-                        buf.advance(consumed);
+                        let trailer_len = decoder.trailer_section_len();
+                        buf.advance(consumed - trailer_len);
+                        let section = buf.split_to(trailer_len);
+                        // Two bytes are the bare CRLF of a body without trailers.
+                        if trailer_len > 2 {
+                            self.trailers = section.freeze();
+                        }
                         self.body = BodyProgress::None;
                         self.step(ConnEvent::BodyComplete);
                         return Ok(Event::End);
@@ -211,6 +231,20 @@ impl RequestDecoder {
     /// A `Content-Length` body is split off the buffer without copying once
     /// it has all arrived; a chunked body is copied into one contiguous buffer.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, Error> {
+        // The common case, a bodiless request, without the event round trip.
+        if matches!(self.state, ConnState::Idle | ConnState::ReadingHead) && !self.end_pending {
+            match self.read_request_head(buf)? {
+                None => return Ok(None),
+                Some(request) if self.state == ConnState::AwaitingResponse => {
+                    self.end_pending = false;
+                    return Ok(Some(request));
+                }
+                Some(request) => {
+                    self.collected.clear();
+                    self.pending = Some(request);
+                }
+            }
+        }
         loop {
             if let (ConnState::ReadingBody, BodyProgress::Length(remaining)) =
                 (self.state, &self.body)
@@ -239,7 +273,8 @@ impl RequestDecoder {
                 Event::Body(bytes) => self.collected.extend_from_slice(&bytes),
                 Event::End => {
                     let body = self.collected.split().freeze();
-                    return Ok(self.pending.take().map(|r| Request { body, ..r }));
+                    let trailers = std::mem::take(&mut self.trailers);
+                    return Ok(self.pending.take().map(|r| Request { body, trailers, ..r }));
                 }
                 Event::NeedData | Event::Paused | Event::Closed => return Ok(None),
             }
@@ -281,46 +316,6 @@ impl RequestDecoder {
             Err(Error::UnexpectedEof)
         } else {
             Ok(())
-        }
-    }
-}
-
-/// A parsed head, located by offsets so it outlives the borrow of the buffer.
-struct Located {
-    method: std::ops::Range<usize>,
-    target: std::ops::Range<usize>,
-    fields_start: usize,
-    version: super::head::Version,
-    body: BodyKind,
-    keep_alive: bool,
-    expect_continue: bool,
-    upgrade: bool,
-    len: usize,
-}
-
-impl Located {
-    fn new(buf: &[u8], h: &super::head::RequestHead<'_>) -> Located {
-        let offset = |s: &str| s.as_ptr() as usize - buf.as_ptr() as usize;
-        let method = offset(h.method)..offset(h.method) + h.method.len();
-        let target = offset(h.target)..offset(h.target) + h.target.len();
-        // The version is always eight bytes after the target and a space;
-        // the line ends in CRLF or a lone LF.
-        let after_version = target.end + 1 + 8;
-        let line_end = if buf.get(after_version) == Some(&b'\r') {
-            after_version + 2
-        } else {
-            after_version + 1
-        };
-        Located {
-            method,
-            target,
-            fields_start: line_end,
-            version: h.version,
-            body: h.body,
-            keep_alive: h.keep_alive,
-            expect_continue: h.expect_continue,
-            upgrade: h.upgrade,
-            len: h.len,
         }
     }
 }

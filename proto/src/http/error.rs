@@ -59,6 +59,11 @@ pub enum Error {
     UnexpectedEof,
     /// A response status line is malformed (client side).
     BadStatusLine,
+    /// `Expect` holds an expectation other than `100-continue`, the only one
+    /// HTTP/1.1 defines (RFC 9110 10.1.1): answered 417 rather than ignored,
+    /// because a client that expects something we cannot meet may be about
+    /// to send a body on that assumption.
+    ExpectationFailed,
 }
 
 impl Error {
@@ -70,6 +75,7 @@ impl Error {
             Error::BodyTooLarge => 413,
             Error::VersionNotSupported => 505,
             Error::UnsupportedTransferCoding => 501,
+            Error::ExpectationFailed => 417,
             Error::ChunkExtensionTooLong
             | Error::BadMethod
             | Error::BadTarget
@@ -126,6 +132,7 @@ impl fmt::Display for Error {
             Error::BadChunk => "malformed chunk framing",
             Error::UnexpectedEof => "connection closed mid-message",
             Error::BadStatusLine => "invalid status line",
+            Error::ExpectationFailed => "unsupported expectation",
         };
         f.write_str(text)
     }
@@ -143,4 +150,14 @@ pub enum Status<T> {
     Complete(T),
     /// More bytes are needed; nothing was consumed.
     Partial,
+}
+
+impl<T> Status<T> {
+    /// Maps a complete item, keeping `Partial`.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Status<U> {
+        match self {
+            Status::Complete(t) => Status::Complete(f(t)),
+            Status::Partial => Status::Partial,
+        }
+    }
 }

@@ -7,7 +7,9 @@
 
 use super::error::{Error, Status};
 use super::limits::Limits;
-use super::syntax::{eq_lower, is_tchar, trim_ows};
+use std::mem::MaybeUninit;
+
+use super::syntax::{eq_folded, is_tchar, trim_ows};
 
 /// The protocol version of a message, as it is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -88,34 +90,80 @@ pub fn parse_request_head<'b>(
     limits: &Limits,
     headers: &mut [httparse::Header<'b>],
 ) -> Result<Status<RequestHead<'b>>, Error> {
-    if let Some(head) = parse_fast(buf, limits, headers) {
-        return Ok(Status::Complete(head));
+    let storage_len = headers.len().min(limits.header_count_max);
+    let mut request = httparse::Request::new(&mut headers[..storage_len]);
+    let parsed = request.parse(buf);
+    if let Some(fast) = finish_fast(buf, limits, parsed, &request) {
+        return Ok(Status::Complete(fast.head));
     }
-    parse_request_head_reference(buf, limits, headers)
+    parse_reference(buf, limits, headers).map(|s| s.map(|located| located.head))
 }
 
-/// The common case in one `httparse::Request::parse` call, whose request-line
-/// code is faster than ours. It returns `None` for anything unusual (an
+/// Header storage the owning decoder keeps on its stack, uninitialised (so
+/// free); a larger `header_count_max` falls back to a heap buffer per head.
+const STACK_HEADERS: usize = Limits::HEADER_COUNT_MAX;
+
+/// A parsed head and where its request line ends, which the owning decoder
+/// needs to find the header fields again and would otherwise rescan for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Located<'b> {
+    pub(crate) head: RequestHead<'b>,
+    /// Bytes of the request line, with any empty lines before it and its
+    /// line ending: the offset of the first header field.
+    pub(crate) line_len: usize,
+}
+
+/// [`parse_request_head`] for the owning decoder, with its own header
+/// storage: the fast path parses into uninitialised stack storage (httparse
+/// writes only the fields it finds), so a head costs no storage set-up.
+#[inline]
+pub(crate) fn parse_request_head_located<'b>(
+    buf: &'b [u8],
+    limits: &Limits,
+) -> Result<Status<Located<'b>>, Error> {
+    if limits.header_count_max <= STACK_HEADERS {
+        let mut storage = [MaybeUninit::<httparse::Header<'b>>::uninit(); STACK_HEADERS];
+        let mut request = httparse::Request::new(&mut []);
+        let parsed = request.parse_with_uninit_headers(buf, &mut storage[..limits.header_count_max]);
+        if let Some(fast) = finish_fast(buf, limits, parsed, &request) {
+            return Ok(Status::Complete(fast));
+        }
+        let mut storage = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        parse_reference(buf, limits, &mut storage)
+    } else {
+        let mut storage = vec![httparse::EMPTY_HEADER; limits.header_count_max];
+        let storage_len = storage.len();
+        let mut request = httparse::Request::new(&mut storage[..storage_len]);
+        let parsed = request.parse(buf);
+        if let Some(fast) = finish_fast(buf, limits, parsed, &request) {
+            return Ok(Status::Complete(fast));
+        }
+        parse_reference(buf, limits, &mut storage)
+    }
+}
+
+/// The common case in one httparse call, whose request-line code is faster
+/// than ours: given what `httparse::Request::parse` made of `buf`, the head
+/// if it is complete and valid. It returns `None` for anything unusual (an
 /// incomplete head, an error, a version other than 1.0/1.1, a limit
 /// exceeded, a framing fault) and the reference path then decides, so the two
 /// agree by construction: the fast path only ever answers with a head the
 /// reference path would also accept (checked by `proto/tests/http_props.rs`
 /// and the `http_request` fuzz target).
-#[inline]
-fn parse_fast<'b>(
+#[inline(always)]
+fn finish_fast<'b>(
     buf: &'b [u8],
     limits: &Limits,
-    headers: &mut [httparse::Header<'b>],
-) -> Option<RequestHead<'b>> {
-    let storage_len = headers.len().min(limits.header_count_max);
-    let mut request = httparse::Request::new(&mut headers[..storage_len]);
-    let Ok(httparse::Status::Complete(len)) = request.parse(buf) else {
+    parsed: httparse::Result<usize>,
+    request: &httparse::Request<'_, 'b>,
+) -> Option<Located<'b>> {
+    let Ok(httparse::Status::Complete(len)) = parsed else {
         return None;
     };
     let (method, target, minor) = (request.method?, request.path?, request.version?);
-    let header_count = request.headers.len();
-    // httparse admits obs-text in targets; the reference path does not.
-    if visible_prefix_len(target.as_bytes()) != target.len() {
+    // httparse admits %x21-7E and UTF-8 above 0x7F in targets; the reference
+    // path only the former, so ASCII is all that is left to check.
+    if !target.is_ascii() {
         return None;
     }
     let after_version = target.as_ptr() as usize - buf.as_ptr() as usize + target.len() + 1 + 8;
@@ -132,17 +180,20 @@ fn parse_fast<'b>(
     } else {
         Version::Http11
     };
-    let framing = request_framing(version, &headers[..header_count], limits).ok()?;
-    Some(RequestHead {
-        method,
-        target,
-        version,
-        header_count,
-        body: framing.body,
-        keep_alive: framing.keep_alive,
-        expect_continue: framing.expect_continue,
-        upgrade: framing.upgrade,
-        len,
+    let framing = request_framing(version, request.headers, limits).ok()?;
+    Some(Located {
+        head: RequestHead {
+            method,
+            target,
+            version,
+            header_count: request.headers.len(),
+            body: framing.body,
+            keep_alive: framing.keep_alive,
+            expect_continue: framing.expect_continue,
+            upgrade: framing.upgrade,
+            len,
+        },
+        line_len,
     })
 }
 
@@ -156,6 +207,14 @@ pub fn parse_request_head_reference<'b>(
     limits: &Limits,
     headers: &mut [httparse::Header<'b>],
 ) -> Result<Status<RequestHead<'b>>, Error> {
+    parse_reference(buf, limits, headers).map(|s| s.map(|located| located.head))
+}
+
+fn parse_reference<'b>(
+    buf: &'b [u8],
+    limits: &Limits,
+    headers: &mut [httparse::Header<'b>],
+) -> Result<Status<Located<'b>>, Error> {
     let line = match parse_request_line(buf, limits.request_line_bytes_max)? {
         Status::Complete(line) => line,
         Status::Partial => return Ok(Status::Partial),
@@ -176,16 +235,19 @@ pub fn parse_request_head_reference<'b>(
         Err(e) => return Err(map_httparse(e)),
     };
     let framing = request_framing(line.version, &headers[..header_count], limits)?;
-    Ok(Status::Complete(RequestHead {
-        method: line.method,
-        target: line.target,
-        version: line.version,
-        header_count,
-        body: framing.body,
-        keep_alive: framing.keep_alive,
-        expect_continue: framing.expect_continue,
-        upgrade: framing.upgrade,
-        len: line.len + section_len,
+    Ok(Status::Complete(Located {
+        head: RequestHead {
+            method: line.method,
+            target: line.target,
+            version: line.version,
+            header_count,
+            body: framing.body,
+            keep_alive: framing.keep_alive,
+            expect_continue: framing.expect_continue,
+            upgrade: framing.upgrade,
+            len: line.len + section_len,
+        },
+        line_len: line.len,
     }))
 }
 
@@ -346,54 +408,64 @@ pub(crate) struct FieldFacts {
     pub(crate) upgrade: bool,
     pub(crate) host_count: u32,
     pub(crate) expect_continue: bool,
+    /// `Expect` listed something other than `100-continue` (417 for a request).
+    pub(crate) unsupported_expectation: bool,
 }
 
 /// Reads the fields that govern framing, applying RFC 9112 6.1-6.3 strictly.
+///
+/// This runs on every head, over every field, so it is built for the fields
+/// it does not interpret: a dispatch on the name's length, then for the five
+/// lengths that matter one or two word compares ([`eq_folded`]; the names
+/// came from httparse, so they are tokens). Values are read once, in place.
 #[inline]
 pub(crate) fn scan_fields(headers: &[httparse::Header<'_>]) -> Result<FieldFacts, Error> {
     let mut facts = FieldFacts::default();
     let mut transfer_coding_unsupported = false;
     for h in headers {
         let name = h.name.as_bytes();
-        // Dispatch on length and first letter so that the many fields we
-        // do not interpret cost two compares, not a string comparison.
-        let first = name.first().map_or(0, u8::to_ascii_lowercase);
-        match (name.len(), first) {
-            (4, b'h') if eq_lower(name, b"host") => {
+        match name.len() {
+            4 if eq_folded(name, b"host") => {
                 facts.host_count += 1;
                 if !valid_host(trim_ows(h.value)) {
                     return Err(Error::BadHost);
                 }
             }
-            (6, b'e') if eq_lower(name, b"expect") => {
-                facts.expect_continue |= eq_lower(trim_ows(h.value), b"100-continue");
-            }
-            (10, b'c') if eq_lower(name, b"connection") => {
-                for token in h.value.split(|&b| b == b',').map(trim_ows) {
-                    facts.close |= eq_lower(token, b"close");
-                    facts.keep_alive_token |= eq_lower(token, b"keep-alive");
-                    facts.upgrade |= eq_lower(token, b"upgrade");
+            6 if eq_folded(name, b"expect") => {
+                for expectation in list_members(h.value) {
+                    if eq_folded(expectation, b"100-continue") {
+                        facts.expect_continue = true;
+                    } else {
+                        facts.unsupported_expectation = true;
+                    }
                 }
             }
-            (14, b'c') if eq_lower(name, b"content-length") => {
+            10 if eq_folded(name, b"connection") => {
+                for option in list_members(h.value) {
+                    match option.len() {
+                        5 => facts.close |= eq_folded(option, b"close"),
+                        7 => facts.upgrade |= eq_folded(option, b"upgrade"),
+                        10 => facts.keep_alive_token |= eq_folded(option, b"keep-alive"),
+                        _ => {}
+                    }
+                }
+            }
+            14 if eq_folded(name, b"content-length") => {
                 let n = parse_content_length(h.value)?;
                 match facts.content_length {
                     Some(prev) if prev != n => return Err(Error::ConflictingContentLength),
                     _ => facts.content_length = Some(n),
                 }
             }
-            (17, b't') if eq_lower(name, b"transfer-encoding") => {
+            17 if eq_folded(name, b"transfer-encoding") => {
                 facts.has_transfer_encoding = true;
-                for coding in h.value.split(|&b| b == b',').map(trim_ows) {
-                    if coding.is_empty() {
-                        continue;
-                    }
+                for coding in list_members(h.value) {
                     if facts.chunked {
                         // Anything after chunked, including chunked again,
                         // leaves the body length undecidable.
                         return Err(Error::BadTransferEncoding);
                     }
-                    if eq_lower(coding, b"chunked") {
+                    if eq_folded(coding, b"chunked") {
                         facts.chunked = true;
                     } else {
                         transfer_coding_unsupported = true;
@@ -412,6 +484,16 @@ pub(crate) fn scan_fields(headers: &[httparse::Header<'_>]) -> Result<FieldFacts
         }
     }
     Ok(facts)
+}
+
+/// The non-empty members of a comma-separated list value (`#rule`, RFC 9110
+/// 5.6.1: recipients accept and ignore empty members), whitespace trimmed.
+#[inline]
+fn list_members(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|member| !member.is_empty())
 }
 
 #[inline]
@@ -444,6 +526,11 @@ fn request_framing(
             Some(n) => BodyKind::Length(n),
         }
     };
+    if facts.unsupported_expectation {
+        // Checked after every framing fault, so a request that is both
+        // malformed and expectant gets the 400 (or 413/501) that says why.
+        return Err(Error::ExpectationFailed);
+    }
     let keep_alive = match version {
         Version::Http11 => !facts.close,
         Version::Http10 => facts.keep_alive_token && !facts.close,
@@ -480,9 +567,20 @@ pub(crate) fn parse_content_length(value: &[u8]) -> Result<u64, Error> {
 
 /// `Host = uri-host [ ":" port ]` (RFC 9110 7.2), checked by alphabet:
 /// reg-name, IP-literal and IPv4 characters, `%` for pct-encoding, `:` for the port.
+/// Eight table loads are combined before one branch, since a Host value is
+/// almost always valid and a dozen bytes or more long.
 #[inline]
 fn valid_host(value: &[u8]) -> bool {
-    value.iter().all(|&b| HOST_BYTES[usize::from(b)])
+    let mut words = value.chunks_exact(8);
+    for word in &mut words {
+        if !word.iter().fold(true, |ok, &b| ok & HOST_BYTES[usize::from(b)]) {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|&b| HOST_BYTES[usize::from(b)])
 }
 
 /// Which bytes [`valid_host`] admits, as a table so the check is one load per byte.

@@ -22,6 +22,8 @@ pub struct Request {
     pub version: Version,
     /// The body (empty when streaming: body bytes then arrive as events).
     pub body: Bytes,
+    /// The trailer section of a chunked body, raw (empty if none).
+    pub(crate) trailers: Bytes,
     /// Whether the client allows another request on this connection.
     pub keep_alive: bool,
     /// The client sent `Expect: 100-continue` and waits before sending the body.
@@ -61,6 +63,17 @@ impl Request {
         }
     }
 
+    /// The trailer fields of a chunked body, in order, as
+    /// [`headers`](Self::headers) gives header fields: validated like them,
+    /// but kept apart, because RFC 9110 6.5.1 forbids merging trailers into
+    /// the header section unless a field's definition allows it. Empty when
+    /// there were none, and for requests from
+    /// [`RequestDecoder::next_event`](super::RequestDecoder::next_event)
+    /// (see [`RequestDecoder::trailers`](super::RequestDecoder::trailers)).
+    pub fn trailers(&self) -> Fields<'_> {
+        Fields::new(&self.trailers)
+    }
+
     /// The value of the first field named `name` (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers()
@@ -78,6 +91,14 @@ impl Request {
 #[derive(Debug, Clone)]
 pub struct Fields<'a> {
     rest: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    /// The fields of a validated field section (header or trailer fields,
+    /// up to the empty line that ends them).
+    pub(crate) fn new(section: &'a [u8]) -> Self {
+        Fields { rest: section }
+    }
 }
 
 impl<'a> Iterator for Fields<'a> {
