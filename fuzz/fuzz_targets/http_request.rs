@@ -1,7 +1,8 @@
 //! Fuzz target: the server request decoder. Properties asserted, beyond not
 //! crashing: feeding the input in pieces gives the same events as feeding it
-//! whole, a prefix of a complete head is `Partial`, never an error, and the
-//! fast head path agrees with the reference path.
+//! whole (trailer fields included), a prefix of a complete head is
+//! `Partial`, never an error, and the fast head path agrees with the
+//! reference path.
 #![no_main]
 
 use bytes::BytesMut;
@@ -15,7 +16,8 @@ use libfuzzer_sys::fuzz_target;
 enum Item {
     Head(Request),
     Body(Vec<u8>),
-    End,
+    /// The end of a request, with its trailer fields.
+    End(Vec<(String, Vec<u8>)>),
     Err(Error),
     EofErr(Error),
 }
@@ -44,7 +46,8 @@ fn run(input: &[u8], piece: usize) -> Vec<Item> {
                 _ => items.push(Item::Body(b.to_vec())),
             },
             Ok(Event::End) => {
-                items.push(Item::End);
+                let trailers = decoder.trailers().map(|(n, v)| (n.to_string(), v.to_vec()));
+                items.push(Item::End(trailers.collect()));
                 decoder
                     .response_sent(true)
                     .expect("a complete request awaits a response");

@@ -42,6 +42,29 @@ fn check(input: &[u8], expected: Result<(&[u8], usize), Error>) {
 }
 
 #[test]
+fn trailer_section_length_locates_the_trailers_in_the_consumed_bytes() {
+    let input: &[u8] = b"5\r\nhello\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+    let mut decoder = ChunkedDecoder::new(Limits::default());
+    assert_eq!(decoder.trailer_section_len(), 0);
+    let mut pos = 0;
+    loop {
+        match decoder.decode(&input[pos..]).unwrap() {
+            Chunk::Data { end, .. } => pos += end,
+            Chunk::End { consumed } => {
+                pos += consumed;
+                break;
+            }
+            Chunk::Partial => panic!("the input is complete"),
+        }
+    }
+    let len = decoder.trailer_section_len();
+    assert_eq!(&input[pos - len..pos], b"Trailer: x\r\n\r\n");
+    let mut bare = ChunkedDecoder::new(Limits::default());
+    assert_eq!(bare.decode(b"0\r\n\r\n"), Ok(Chunk::End { consumed: 5 }));
+    assert_eq!(bare.trailer_section_len(), 2);
+}
+
+#[test]
 fn valid_chunked_bodies_decode_to_their_data() {
     check(b"0\r\n\r\n", Ok((b"", 5)));
     check(b"5\r\nhello\r\n0\r\n\r\n", Ok((b"hello", 15)));

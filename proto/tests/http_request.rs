@@ -3,7 +3,7 @@
 
 use bytes::BytesMut;
 use cairn_proto::http::{
-    BodyKind, Error, Limits, Request, RequestDecoder, Status, Version, parse_request_head,
+    BodyKind, Error, Event, Limits, Request, RequestDecoder, Status, Version, parse_request_head,
 };
 
 /// Decodes every request in `input` (answering each), or the first error.
@@ -538,6 +538,152 @@ fn upgrade_and_expect_flags_are_reported() {
     )
     .unwrap()[0];
     assert!(!r.expect_continue);
+}
+
+#[test]
+fn expectations_other_than_100_continue_are_417() {
+    let post = |expect: &str| {
+        format!("POST / HTTP/1.1\r\nHost: h\r\nExpect: {expect}\r\nContent-Length: 2\r\n\r\nhi")
+    };
+    for unmet in [
+        "202-accepted",
+        "100-continue, x",
+        "100-continue=1",
+        "100-continuex",
+    ] {
+        check_err(post(unmet).as_bytes(), Error::ExpectationFailed, 417);
+    }
+    // Also without a body, in HTTP/1.0 and in a second Expect field.
+    check_err(
+        b"GET / HTTP/1.1\r\nHost: h\r\nExpect: foo\r\n\r\n",
+        Error::ExpectationFailed,
+        417,
+    );
+    check_err(
+        b"GET / HTTP/1.0\r\nExpect: foo\r\n\r\n",
+        Error::ExpectationFailed,
+        417,
+    );
+    check_err(
+        b"GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nExpect: foo\r\n\r\n",
+        Error::ExpectationFailed,
+        417,
+    );
+    // A framing fault is reported ahead of the expectation.
+    check_err(
+        b"POST / HTTP/1.1\r\nExpect: foo\r\nContent-Length: 1\r\n\r\nx",
+        Error::MissingOrDuplicateHost,
+        400,
+    );
+    // 100-continue in any case, with empty list members, is met.
+    for met in ["100-Continue", " 100-CONTINUE ", ", 100-continue,", ""] {
+        let requests = decode_all(post(met).as_bytes(), Limits::default()).unwrap();
+        assert_eq!(requests[0].expect_continue, !met.is_empty(), "{met:?}");
+        assert_eq!(&requests[0].body[..], b"hi");
+    }
+    // HTTP/1.0 clients cannot mean 100-continue (RFC 9110 10.1.1): ignored.
+    let r = &decode_all(
+        b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
+        Limits::default(),
+    )
+    .unwrap()[0];
+    assert!(!r.expect_continue);
+}
+
+#[test]
+fn chunked_trailers_are_kept_apart_from_the_headers() {
+    let input: &[u8] = b"POST /t HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+        5\r\nhello\r\n0\r\nX-Sum: 42\r\nx-note:  a b \r\n\r\n\
+        GET /next HTTP/1.1\r\nHost: h\r\n\r\n";
+    let requests = decode_all(input, Limits::default()).unwrap();
+    assert_eq!(requests.len(), 2);
+    let r = &requests[0];
+    assert_eq!(&r.body[..], b"hello");
+    let trailers: Vec<(&str, &[u8])> = r.trailers().collect();
+    assert_eq!(trailers, [("X-Sum", &b"42"[..]), ("x-note", b"a b")]);
+    assert_eq!(
+        r.header("X-Sum"),
+        None,
+        "trailers are not merged into the headers"
+    );
+    assert_eq!(requests[1].trailers().count(), 0);
+    assert_eq!(requests[1].target(), "/next");
+
+    // Streaming: the same fields from the decoder after End, until the next head.
+    let mut decoder = RequestDecoder::new(Limits::default());
+    let mut buf = BytesMut::from(input);
+    let mut seen = Vec::new();
+    loop {
+        match decoder.next_event(&mut buf).unwrap() {
+            Event::End => {
+                seen.push(
+                    decoder
+                        .trailers()
+                        .map(|(n, v)| format!("{n}={}", String::from_utf8_lossy(v)))
+                        .collect::<Vec<_>>(),
+                );
+                decoder.response_sent(true).unwrap();
+            }
+            Event::NeedData | Event::Closed => break,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            vec!["X-Sum=42".to_string(), "x-note=a b".to_string()],
+            vec![]
+        ]
+    );
+
+    // No trailer fields, and a Content-Length body: nothing.
+    let plain = decode_all(
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(plain[0].trailers().count(), 0);
+}
+
+#[test]
+fn trailer_section_obeys_the_header_limits() {
+    let chunked = |trailers: &str| {
+        format!(
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n{trailers}\r\n"
+        )
+    };
+    let limits = Limits {
+        header_count_max: 2,
+        ..Limits::default()
+    };
+    let two = chunked("A: 1\r\nB: 2\r\n");
+    assert_eq!(
+        decode_all(two.as_bytes(), limits).unwrap()[0]
+            .trailers()
+            .count(),
+        2
+    );
+    let three = chunked("A: 1\r\nB: 2\r\nC: 3\r\n");
+    check_err_with(three.as_bytes(), limits, Error::TooManyHeaders, 431);
+    // Above the stack storage, too.
+    let limits = Limits {
+        header_count_max: 100,
+        ..Limits::default()
+    };
+    let many: String = (0..100).map(|i| format!("T{i}: v\r\n")).collect();
+    assert_eq!(
+        decode_all(chunked(&many).as_bytes(), limits).unwrap()[0]
+            .trailers()
+            .count(),
+        100
+    );
+    let one_more = format!("{many}T100: v\r\n");
+    check_err_with(
+        chunked(&one_more).as_bytes(),
+        limits,
+        Error::TooManyHeaders,
+        431,
+    );
 }
 
 #[test]

@@ -130,13 +130,15 @@ impl RequestDecoder {
     }
 
     /// Parses the next head, if it is all there, and starts its body.
-    #[inline]
+    #[inline(always)]
     fn read_request_head(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, Error> {
         if buf.is_empty() {
             return Ok(None);
         }
         self.step(ConnEvent::BytesArrived);
-        self.trailers = Bytes::new();
+        if !self.trailers.is_empty() {
+            self.trailers = Bytes::new();
+        }
         let located = match parse_request_head_located(buf, &self.limits) {
             Ok(Status::Complete(located)) => located,
             Ok(Status::Partial) => return Ok(None),
@@ -274,7 +276,11 @@ impl RequestDecoder {
                 Event::End => {
                     let body = self.collected.split().freeze();
                     let trailers = std::mem::take(&mut self.trailers);
-                    return Ok(self.pending.take().map(|r| Request { body, trailers, ..r }));
+                    return Ok(self.pending.take().map(|r| Request {
+                        body,
+                        trailers,
+                        ..r
+                    }));
                 }
                 Event::NeedData | Event::Paused | Event::Closed => return Ok(None),
             }

@@ -116,7 +116,7 @@ pub(crate) struct Located<'b> {
 /// [`parse_request_head`] for the owning decoder, with its own header
 /// storage: the fast path parses into uninitialised stack storage (httparse
 /// writes only the fields it finds), so a head costs no storage set-up.
-#[inline]
+#[inline(always)]
 pub(crate) fn parse_request_head_located<'b>(
     buf: &'b [u8],
     limits: &Limits,
@@ -124,7 +124,8 @@ pub(crate) fn parse_request_head_located<'b>(
     if limits.header_count_max <= STACK_HEADERS {
         let mut storage = [MaybeUninit::<httparse::Header<'b>>::uninit(); STACK_HEADERS];
         let mut request = httparse::Request::new(&mut []);
-        let parsed = request.parse_with_uninit_headers(buf, &mut storage[..limits.header_count_max]);
+        let parsed =
+            request.parse_with_uninit_headers(buf, &mut storage[..limits.header_count_max]);
         if let Some(fast) = finish_fast(buf, limits, parsed, &request) {
             return Ok(Status::Complete(fast));
         }
@@ -418,7 +419,7 @@ pub(crate) struct FieldFacts {
 /// it does not interpret: a dispatch on the name's length, then for the five
 /// lengths that matter one or two word compares ([`eq_folded`]; the names
 /// came from httparse, so they are tokens). Values are read once, in place.
-#[inline]
+#[inline(always)]
 pub(crate) fn scan_fields(headers: &[httparse::Header<'_>]) -> Result<FieldFacts, Error> {
     let mut facts = FieldFacts::default();
     let mut transfer_coding_unsupported = false;
@@ -496,7 +497,7 @@ fn list_members(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|member| !member.is_empty())
 }
 
-#[inline]
+#[inline(always)]
 fn request_framing(
     version: Version,
     headers: &[httparse::Header<'_>],
@@ -573,7 +574,10 @@ pub(crate) fn parse_content_length(value: &[u8]) -> Result<u64, Error> {
 fn valid_host(value: &[u8]) -> bool {
     let mut words = value.chunks_exact(8);
     for word in &mut words {
-        if !word.iter().fold(true, |ok, &b| ok & HOST_BYTES[usize::from(b)]) {
+        if !word
+            .iter()
+            .fold(true, |ok, &b| ok & HOST_BYTES[usize::from(b)])
+        {
             return false;
         }
     }
