@@ -145,22 +145,29 @@ impl RequestDecoder {
             Err(e) => return Err(self.fail(e)),
         };
         let head = located.head;
+        // Offsets are kept as u32 (see `Request`); no head reaches 4 GiB
+        // under sane limits, and one that does is refused, not truncated.
+        let Ok(len32) = u32::try_from(head.len) else {
+            return Err(self.fail(Error::HeaderTooLarge));
+        };
         // Parts are kept as offsets into the head, which is split off the
-        // buffer (a reference count, no copy) once the borrow ends.
-        let offset = |s: &str| s.as_ptr() as usize - buf.as_ptr() as usize;
-        let method = offset(head.method)..offset(head.method) + head.method.len();
-        let target = offset(head.target)..offset(head.target) + head.target.len();
-        let (kind, len, fields_start) = (head.body, head.len, located.line_len);
+        // buffer (a reference count, no copy) once the borrow ends. Every
+        // offset is below `len`, so none of these casts truncates.
+        let offset = |s: &str| (s.as_ptr() as usize - buf.as_ptr() as usize) as u32;
+        let method_start = offset(head.method);
+        let target = offset(head.target)..offset(head.target) + head.target.len() as u32;
+        let (kind, len, fields_start) = (head.body, head.len, located.line_len as u32);
+        debug_assert!(target.end <= len32 && fields_start <= len32);
         let (version, keep_alive) = (head.version, head.keep_alive);
         let (expect_continue, upgrade) = (head.expect_continue, head.upgrade);
         let request = Request {
             head: buf.split_to(len).freeze(),
-            method,
+            method_start,
             target,
             fields_start,
             version,
             body: Bytes::new(),
-            trailers: Bytes::new(),
+            trailers: None,
             keep_alive,
             expect_continue,
             upgrade,
@@ -276,6 +283,7 @@ impl RequestDecoder {
                 Event::End => {
                     let body = self.collected.split().freeze();
                     let trailers = std::mem::take(&mut self.trailers);
+                    let trailers = (!trailers.is_empty()).then(|| Box::new(trailers));
                     return Ok(self.pending.take().map(|r| Request {
                         body,
                         trailers,

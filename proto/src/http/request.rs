@@ -15,15 +15,19 @@ use super::target::{self, Target};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub(crate) head: Bytes,
-    pub(crate) method: Range<usize>,
-    pub(crate) target: Range<usize>,
-    pub(crate) fields_start: usize,
+    /// Offsets into `head`, as `u32` to keep a `Request` small enough to
+    /// move without a `memcpy` call (the decoder caps a head at 4 GiB).
+    /// The method ends one byte (SP) before the target.
+    pub(crate) method_start: u32,
+    pub(crate) target: Range<u32>,
+    pub(crate) fields_start: u32,
     /// The version the request is served as.
     pub version: Version,
     /// The body (empty when streaming: body bytes then arrive as events).
     pub body: Bytes,
-    /// The trailer section of a chunked body, raw (empty if none).
-    pub(crate) trailers: Bytes,
+    /// The trailer section of a chunked body, raw, when it has fields:
+    /// boxed, so the common request without trailers carries one word.
+    pub(crate) trailers: Option<Box<Bytes>>,
     /// Whether the client allows another request on this connection.
     pub keep_alive: bool,
     /// The client sent `Expect: 100-continue` and waits before sending the body.
@@ -37,12 +41,20 @@ pub struct Request {
 impl Request {
     /// The method token, e.g. `GET`.
     pub fn method(&self) -> &str {
-        std::str::from_utf8(&self.head[self.method.clone()]).unwrap_or("")
+        let range = self.method_start as usize..(self.target.start as usize).saturating_sub(1);
+        self.head
+            .get(range)
+            .and_then(|m| std::str::from_utf8(m).ok())
+            .unwrap_or("")
     }
 
     /// The request-target exactly as sent.
     pub fn target(&self) -> &str {
-        std::str::from_utf8(&self.head[self.target.clone()]).unwrap_or("")
+        let range = self.target.start as usize..self.target.end as usize;
+        self.head
+            .get(range)
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .unwrap_or("")
     }
 
     /// The target split into raw path and query (see [`Target`]).
@@ -59,7 +71,10 @@ impl Request {
     /// surrounding whitespace removed.
     pub fn headers(&self) -> Fields<'_> {
         Fields {
-            rest: &self.head[self.fields_start..],
+            rest: self
+                .head
+                .get(self.fields_start as usize..)
+                .unwrap_or_default(),
         }
     }
 
@@ -71,7 +86,7 @@ impl Request {
     /// [`RequestDecoder::next_event`](super::RequestDecoder::next_event)
     /// (see [`RequestDecoder::trailers`](super::RequestDecoder::trailers)).
     pub fn trailers(&self) -> Fields<'_> {
-        Fields::new(&self.trailers)
+        Fields::new(self.trailers.as_deref().map_or(&[], |t| &t[..]))
     }
 
     /// The value of the first field named `name` (ASCII case-insensitive).
