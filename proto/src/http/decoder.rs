@@ -83,8 +83,8 @@ impl RequestDecoder {
 
     /// The trailer fields of the chunked body that just ended, in order,
     /// from its [`Event::End`] until the next request's head (empty for a
-    /// body without trailers or one that was not chunked). [`decode`]
-    /// (Self::decode) moves them into [`Request::trailers`] instead.
+    /// body without trailers or one that was not chunked).
+    /// [`decode`](Self::decode) moves them into [`Request::trailers`] instead.
     pub fn trailers(&self) -> Fields<'_> {
         Fields::new(&self.trailers)
     }
