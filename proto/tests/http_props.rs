@@ -70,9 +70,13 @@ fn encode(spec: &Spec, out: &mut Vec<u8>) {
     }
 }
 
+/// Trailer fields of one request, as `(name, value)`.
+type Trailers = Vec<(String, Vec<u8>)>;
+
 /// Streams `input` into a decoder in pieces ending at `cuts`; returns the
-/// requests (bodies reassembled) and the error, if any.
-fn decode_split(input: &[u8], cuts: &[usize]) -> (Vec<Request>, Option<Error>) {
+/// requests (bodies reassembled), each complete request's trailer fields, and
+/// the error, if any.
+fn decode_split(input: &[u8], cuts: &[usize]) -> (Vec<Request>, Vec<Trailers>, Option<Error>) {
     let mut decoder = RequestDecoder::new(Limits::default());
     let mut buf = BytesMut::new();
     let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
@@ -80,6 +84,7 @@ fn decode_split(input: &[u8], cuts: &[usize]) -> (Vec<Request>, Option<Error>) {
     bounds.sort_unstable();
     let mut fed = 0;
     let mut out: Vec<Request> = Vec::new();
+    let mut trailers = Vec::new();
     let mut body = Vec::new();
     for bound in bounds {
         buf.extend_from_slice(&input[fed..bound]);
@@ -92,14 +97,16 @@ fn decode_split(input: &[u8], cuts: &[usize]) -> (Vec<Request>, Option<Error>) {
                     if let Some(last) = out.last_mut() {
                         last.body = std::mem::take(&mut body).into();
                     }
+                    let fields = decoder.trailers().map(|(n, v)| (n.to_string(), v.to_vec()));
+                    trailers.push(fields.collect());
                     decoder.response_sent(true).unwrap();
                 }
                 Ok(Event::NeedData | Event::Paused | Event::Closed) => break,
-                Err(e) => return (out, Some(e)),
+                Err(e) => return (out, trailers, Some(e)),
             }
         }
     }
-    (out, None)
+    (out, trailers, None)
 }
 
 proptest! {
@@ -109,10 +116,16 @@ proptest! {
         for s in &specs {
             encode(s, &mut wire);
         }
-        let (requests, error) = decode_split(&wire, &[]);
+        let (requests, trailers, error) = decode_split(&wire, &[]);
         prop_assert_eq!(error, None);
         prop_assert_eq!(requests.len(), specs.len());
-        for (r, s) in requests.iter().zip(&specs) {
+        for ((r, s), t) in requests.iter().zip(&specs).zip(&trailers) {
+            let want: Trailers = if s.chunked {
+                vec![("X-Trailer".to_string(), b"t".to_vec())]
+            } else {
+                Vec::new()
+            };
+            prop_assert_eq!(t, &want);
             prop_assert_eq!(r.method(), s.method.as_str());
             prop_assert_eq!(r.target(), s.target.as_str());
             prop_assert_eq!(&r.body[..], &s.body[..]);
