@@ -428,6 +428,16 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_token_comes_from_flag_or_environment_and_empty_means_none() {
+        assert_eq!(run(&[], &[]).unwrap().admin_token, None);
+        let c = run(&["--admin-token", "t1"], &[("CAIRN_ADMIN_TOKEN", "t2")]).unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("t1"));
+        let c = run(&[], &[("CAIRN_ADMIN_TOKEN", "t2")]).unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("t2"));
+        assert_eq!(run(&["--admin-token="], &[]).unwrap().admin_token, None);
+    }
+
+    #[test]
     fn command_line_beats_environment_which_beats_default() {
         let env = [("CAIRN_SHARDS", "3"), ("CAIRN_LISTEN", "127.0.0.1:9000")];
         let c = run(&["--shards", "5"], &env).unwrap();
