@@ -112,6 +112,105 @@ mod tests {
         }
     }
 
+    /// Answers `/fail/N` with 503 for its first `N` calls, then 200; `/bad`
+    /// always with 400. The body is the number of calls so far.
+    #[derive(Default)]
+    struct Flaky {
+        calls: u32,
+    }
+
+    impl crate::object::Object for Flaky {
+        fn fetch<'a>(
+            &'a mut self,
+            _ctx: &'a crate::context::Context,
+            req: crate::object::Request,
+        ) -> crate::object::LocalFuture<'a, Response> {
+            self.calls += 1;
+            let calls = self.calls;
+            Box::pin(async move {
+                let status = match req.path.strip_prefix("/fail/") {
+                    Some(n) if calls <= n.parse().unwrap() => 503,
+                    Some(_) => 200,
+                    None => 400,
+                };
+                Response::new(status, calls.to_string())
+            })
+        }
+    }
+
+    /// Calls `flaky/{name}{path}` with retries; answers "status calls-body".
+    struct Caller;
+
+    impl crate::object::Object for Caller {
+        fn fetch<'a>(
+            &'a mut self,
+            ctx: &'a crate::context::Context,
+            req: crate::object::Request,
+        ) -> crate::object::LocalFuture<'a, Response> {
+            Box::pin(async move {
+                let policy = RetryPolicy {
+                    attempts_max: 3,
+                    backoff_ms_base: 1,
+                    backoff_ms_max: 4,
+                    budget_ms: 1000,
+                };
+                let r = ctx
+                    .stub("flaky", req.path.as_bytes())
+                    .fetch_with_retry(crate::object::Request::new("GET", &req.path), &policy)
+                    .await;
+                Response::new(
+                    200,
+                    format!("{} {}", r.status, String::from_utf8_lossy(&r.body)),
+                )
+            })
+        }
+    }
+
+    fn call_with_retry(path: &str) -> String {
+        let path = path.to_string();
+        crate::testing::run_local(async move {
+            let store = crate::store::Store::open(
+                crate::store::StoreOptions::default(),
+                std::rc::Rc::new(crate::store::ImmediateCommits),
+            )
+            .await
+            .unwrap();
+            let mut c = crate::object::Classes::new();
+            c.register("flaky", Flaky::default);
+            c.register("caller", || Caller);
+            let host = crate::host::ObjectHost::new(
+                crate::host::HostConfig::default(),
+                c,
+                store,
+                crate::host::system_clock(),
+            );
+            let t = crate::host::Target {
+                class: "caller".into(),
+                id: crate::id::id_from_name("caller", b"c"),
+                name: None,
+            };
+            let r = host
+                .call(t, crate::object::Request::new("GET", &path))
+                .await;
+            String::from_utf8(r.body.to_vec()).unwrap()
+        })
+    }
+
+    #[test]
+    fn a_stub_call_is_retried_until_it_succeeds_within_its_attempts() {
+        assert_eq!(call_with_retry("/fail/2"), "200 3");
+    }
+
+    #[test]
+    fn a_stub_call_gives_up_after_its_attempts_with_the_last_answer() {
+        assert_eq!(call_with_retry("/fail/5"), "503 3");
+    }
+
+    #[test]
+    fn a_final_answer_is_not_retried() {
+        assert_eq!(call_with_retry("/bad"), "400 1");
+    }
+
     #[test]
     fn only_overload_and_unacknowledged_writes_are_retried() {
         use crate::object::ErrorCode;
