@@ -156,11 +156,6 @@ fn limits_hold_per_window_under_load_and_counts_survive_a_crash() {
          {writes} writes in {commits} commits ({:.1} per commit)",
         writes as f64 / commits.max(1) as f64
     );
-    // At most one durable write per check, none per denial.
-    assert!(
-        writes <= total as u64 + 2 * CONNECTIONS as u64,
-        "{writes} writes"
-    );
     assert!(total > 0 && denied > 0, "the load reached both answers");
     let budget = LIMIT as usize * (LOAD.as_millis() as usize / WINDOW_MS as usize + 2);
     for (obj, ts) in &mut admitted {
