@@ -62,6 +62,7 @@ fn a_session_expiring_while_the_server_is_down_is_deleted_after_restart() {
     let s = Server::start_in(&dir, 1).expect("start");
     let r = s.send("POST", "/session/s/login", br#"{"user":"a","ttl_ms":1000}"#);
     assert_eq!(r.status, 200);
+    assert_eq!(s.send("GET", "/_cairn/objects/session/s", b"").status, 200);
     s.kill();
     std::thread::sleep(Duration::from_millis(1500));
     let s = Server::start_in(&dir, 1).expect("restart");
@@ -69,4 +70,8 @@ fn a_session_expiring_while_the_server_is_down_is_deleted_after_restart() {
     // session arriving first.
     eventually("the recovered alarm fires", || alarms_fired(&s) >= 1);
     assert_eq!(s.send("GET", "/session/s", b"").status, 404);
+    // The alarm deleted the session's storage (seen through the loopback-only
+    // admin view: nothing is stored for the object any more).
+    let r = s.send("GET", "/_cairn/objects/session/s", b"");
+    assert_eq!(r.status, 404, "{}", r.text());
 }
