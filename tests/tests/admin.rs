@@ -223,3 +223,56 @@ fn alarms_delete_expired_sessions_and_cache_entries_from_storage() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A non-loopback address of this machine, if it has one (found by routing a
+/// UDP socket; no packet is sent).
+fn local_non_loopback_ip() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("10.255.255.255:1").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[test]
+fn without_a_token_only_loopback_peers_are_served() {
+    let Some(ip) = local_non_loopback_ip() else {
+        // Nothing to test from: every address of this machine is loopback.
+        eprintln!("skipped: no non-loopback address");
+        return;
+    };
+    let port = cairn_tests::free_port();
+    let dir = temp_dir("admin-remote");
+    let mut child = std::process::Command::new(cairn_tests::cairn_binary())
+        .args(["--segment-bytes", "1048576", "--shards", "1"])
+        .args(["--listen", &format!("0.0.0.0:{port}"), "--data-dir"])
+        .arg(dir.join("data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn cairn");
+    let get = |host: std::net::IpAddr| -> Option<u16> {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect((host, port)).ok()?;
+        c.set_read_timeout(Some(cairn_tests::STARTUP_TIMEOUT))
+            .ok()?;
+        c.write_all(
+            b"GET /_cairn/objects/counter HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .ok()?;
+        let mut buf = Vec::new();
+        c.read_to_end(&mut buf).ok()?;
+        cairn_tests::parse_response(&buf).map(|(r, _)| r.status)
+    };
+    let deadline = std::time::Instant::now() + cairn_tests::STARTUP_TIMEOUT;
+    let local = "127.0.0.1".parse().unwrap();
+    let mut first = get(local);
+    while first.is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        first = get(local);
+    }
+    let remote = get(ip);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(first, Some(200), "a loopback peer is served");
+    assert_eq!(remote, Some(403), "a peer on {ip} is refused");
+}
