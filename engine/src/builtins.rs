@@ -1,5 +1,13 @@
-//! The built-in object classes the `cairn` server hosts: `counter` and `kv`.
-//! Their HTTP routes are documented in `docs/HTTP-API.md`.
+//! The built-in object classes the `cairn` server hosts: `counter` and `kv`,
+//! and the article's patterns (`property`, `ratelimit`, `session`, `events`,
+//! `cache`). Their HTTP routes are documented in `docs/HTTP-API.md`.
+
+pub mod cache;
+mod common;
+pub mod events;
+pub mod property;
+pub mod ratelimit;
+pub mod session;
 
 use bytes::Bytes;
 
@@ -9,10 +17,15 @@ use crate::object::{
 };
 use crate::store::{ListOptions, StorageError};
 
-/// Registers `counter` and `kv` in `classes`.
+/// Registers every built-in class in `classes`.
 pub fn register(classes: &mut Classes) {
     classes.register("counter", || Counter { value: None });
     classes.register("kv", || Kv);
+    classes.register("property", || property::Property);
+    classes.register("ratelimit", ratelimit::RateLimit::default);
+    classes.register("session", || session::Session);
+    classes.register("events", events::Events::default);
+    classes.register("cache", cache::Cache::default);
 }
 
 fn storage_error(e: &StorageError) -> Response {

@@ -42,6 +42,9 @@ pub struct Config {
     /// Memory each shard's io_uring may lock for registered buffers. Default 1048576.
     /// Kept small so the engine starts under the common 8 MiB `ulimit -l`.
     pub io_memory_bytes: usize,
+    /// Bearer token the admin routes (`/_cairn/objects/...`) require. Default
+    /// none: then they are served only to loopback peers.
+    pub admin_token: Option<String>,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             value_bytes_max: 128 << 10,
             segment_bytes: 64 << 20,
             io_memory_bytes: 1 << 20,
+            admin_token: None,
         }
     }
 }
@@ -144,6 +148,11 @@ const OPTIONS: &[OptSpec] = &[
         flag: "io-memory-bytes",
         env: "CAIRN_IO_MEMORY_BYTES",
         help: "io_uring locked memory per shard [default: 1048576]",
+    },
+    OptSpec {
+        flag: "admin-token",
+        env: "CAIRN_ADMIN_TOKEN",
+        help: "bearer token for /_cairn/objects [default: none, loopback only]",
     },
 ];
 
@@ -275,6 +284,7 @@ fn set(cfg: &mut Config, flag: &str, v: &str, source: &str) -> Result<(), Config
         "value-bytes-max" => cfg.value_bytes_max = num(source, v)?,
         "segment-bytes" => cfg.segment_bytes = num(source, v)?,
         "io-memory-bytes" => cfg.io_memory_bytes = num(source, v)?,
+        "admin-token" => cfg.admin_token = (!v.is_empty()).then(|| v.to_string()),
         _ => unreachable!("flag {flag} is in OPTIONS but has no setter"),
     }
     Ok(())
@@ -415,6 +425,16 @@ mod tests {
         assert!(!c.pin);
         assert_eq!((c.object_queue_depth_max, c.idle_ms_evict), (128, 60_000));
         assert_eq!((c.key_bytes_max, c.value_bytes_max), (2048, 131_072));
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_flag_or_environment_and_empty_means_none() {
+        assert_eq!(run(&[], &[]).unwrap().admin_token, None);
+        let c = run(&["--admin-token", "t1"], &[("CAIRN_ADMIN_TOKEN", "t2")]).unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("t1"));
+        let c = run(&[], &[("CAIRN_ADMIN_TOKEN", "t2")]).unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("t2"));
+        assert_eq!(run(&["--admin-token="], &[]).unwrap().admin_token, None);
     }
 
     #[test]

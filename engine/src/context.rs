@@ -20,6 +20,7 @@ use std::rc::Rc;
 use crate::host::{HostInner, ObjectState, Target};
 use crate::id::{ObjectId, id_from_name};
 use crate::object::{Request, Response};
+use crate::retry::RetryPolicy;
 use crate::store::{Batch, ListOptions, StorageError, Value};
 
 /// Namespace byte in front of every user key.
@@ -365,5 +366,28 @@ impl Stub {
     /// (input gate) and so never completes: callers must not build cycles.
     pub async fn fetch(&self, req: Request) -> Response {
         HostInner::call(&self.host, self.target.clone(), req).await
+    }
+
+    /// Like [`Stub::fetch`], but retries answers
+    /// [`RetryPolicy::is_retryable`] accepts, with exponential backoff and full
+    /// jitter, within `policy`'s attempts and time budget; returns the last
+    /// answer. **Only for requests that are safe to repeat** (see
+    /// [`crate::retry`]): an attempt that failed may still have taken effect.
+    pub async fn fetch_with_retry(&self, req: Request, policy: &RetryPolicy) -> Response {
+        let mut spent = 0u64;
+        let mut retry = 0;
+        loop {
+            let resp = self.fetch(req.clone()).await;
+            if !RetryPolicy::is_retryable(&resp) || retry + 1 >= policy.attempts_max {
+                return resp;
+            }
+            let delay = policy.delay_ms(retry, crate::retry::jitter_rand());
+            if spent + delay > policy.budget_ms {
+                return resp;
+            }
+            spent += delay;
+            retry += 1;
+            glommio::timer::sleep(std::time::Duration::from_millis(delay)).await;
+        }
     }
 }

@@ -317,6 +317,30 @@ impl ObjectHost {
         gone
     }
 
+    /// Drops the in-memory instance of `id` if it is idle (no queued event, no
+    /// write awaiting durability), so its next event re-reads storage; used by
+    /// the admin import, which writes storage behind the object's back.
+    /// Returns `false`, leaving it alone, if it is busy.
+    pub fn deactivate_idle(&self, id: &ObjectId) -> bool {
+        let mut active = self.inner.active.borrow_mut();
+        let busy = active
+            .get(id)
+            .is_some_and(|a| a.pending.get() > 0 || a.state.has_unconfirmed_writes());
+        if !busy {
+            active.remove(id);
+        }
+        !busy
+    }
+
+    /// Arms `target`'s alarm at `at_ms` in the scheduler, or cancels it with
+    /// `None`. Storage is the caller's business (`META_ALARM`).
+    pub fn rearm_alarm(&self, target: &Target, at_ms: Option<u64>) {
+        match at_ms {
+            Some(at) => self.inner.schedule_alarm(target, at, 0),
+            None => self.inner.unschedule_alarm(&target.id),
+        }
+    }
+
     /// Delivers every alarm due at `now_ms` to its object's input queue.
     /// Returns how many were delivered.
     pub fn fire_due_alarms(&self, now_ms: u64) -> usize {

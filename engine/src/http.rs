@@ -5,7 +5,8 @@
 //! Routes (`docs/HTTP-API.md` is the reference):
 //! - `/{class}/{name}/{rest...}`: the object named `name` (percent-decoded);
 //! - `/{class}/id/{hex}/{rest...}`: the object with that 64-hex-char ID;
-//! - `/_cairn/health`, `/_cairn/metrics`.
+//! - `/_cairn/health`, `/_cairn/metrics`;
+//! - `/_cairn/objects/...`: the operator endpoints (`admin.rs`).
 //!
 //! **Ordering:** a connection handles one request at a time (the decoder
 //! pauses after each request until its response is written), so responses
@@ -86,12 +87,14 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
     let mut rbuf = vec![0u8; 16 << 10];
     let mut out = Vec::with_capacity(4096);
     let mut date = DateCache::new(unix_secs());
+    // The admin routes serve peers without a token only on loopback (admin.rs).
+    let loopback = stream.peer_addr().is_ok_and(|a| a.ip().is_loopback());
     loop {
         match dec.decode(&mut buf) {
             Ok(Some(req)) => {
                 let _in_flight = InFlight::new(&shard.in_flight);
                 let is_head = req.is_head();
-                let resp = route(&shard, req).await;
+                let resp = route(&shard, req, loopback).await;
                 date.update(unix_secs());
                 out.clear();
                 let stopping = shard.stopping.load(Ordering::Acquire);
@@ -165,8 +168,9 @@ fn write_response(
     w.body(&resp.body);
 }
 
-/// Maps a request to its object (or a built-in endpoint) and waits for the response.
-pub async fn route(shard: &Shard, req: cairn_proto::http::Request) -> Response {
+/// Maps a request to its object (or a built-in endpoint) and waits for the
+/// response. `loopback` says whether the peer is on a loopback address.
+pub async fn route(shard: &Shard, req: cairn_proto::http::Request, loopback: bool) -> Response {
     let target = cairn_proto::http::target::split(req.target());
     let path = target.path;
     let query = target.query.unwrap_or("").to_string();
@@ -176,6 +180,19 @@ pub async fn route(shard: &Shard, req: cairn_proto::http::Request) -> Response {
             return Response::json(200, format!(r#"{{"status":"ok","shard":{}}}"#, shard.id));
         }
         "/_cairn/metrics" => return metrics(shard),
+        p if p == "/_cairn/objects" || p.starts_with("/_cairn/objects/") => {
+            let auth = req.header("authorization");
+            return crate::admin::handle(
+                shard,
+                &method,
+                p,
+                &query,
+                auth,
+                loopback,
+                req.body.clone(),
+            )
+            .await;
+        }
         _ => {}
     }
     let mut segs = path.strip_prefix('/').unwrap_or(path).splitn(3, '/');

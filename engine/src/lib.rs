@@ -5,7 +5,8 @@
 //! object, the object runtime ([`host`]: input and output gates, panic
 //! isolation, alarms, eviction), the handler-facing API ([`context`],
 //! [`object`]), the HTTP server ([`http`], over `cairn-proto`), the built-in
-//! classes ([`builtins`]) and the `cairn` binary (`src/bin/cairn.rs`).
+//! classes ([`builtins`]), the operator endpoints ([`admin`]), the stub retry
+//! policy ([`retry`]) and the `cairn` binary (`src/bin/cairn.rs`).
 //!
 //! **What it is not.** It parses no HTTP itself (that is `cairn-proto`) and
 //! lays out no bytes on disk (that is storage, reached only through
@@ -28,6 +29,7 @@
 //! `<data-dir>/shard-NNN/`, reached only through the [`store`] adapter, which
 //! also holds an in-memory model of the same contract for tests.
 
+pub mod admin;
 pub mod builtins;
 pub mod config;
 pub mod context;
@@ -36,6 +38,7 @@ pub mod host;
 pub mod http;
 pub mod id;
 pub mod object;
+pub mod retry;
 pub mod shard;
 pub mod store;
 #[cfg(test)]

@@ -49,6 +49,13 @@ pub enum Mail {
         /// The request.
         req: Request,
     },
+    /// Run the admin operation `op` on the receiving shard; answer with `corr`.
+    Admin {
+        /// Correlates the response with the sender's waiting `Reply`.
+        corr: u64,
+        /// The operation.
+        op: crate::admin::AdminOp,
+    },
     /// The answer to the request numbered `corr`.
     Response {
         /// The request's correlation number.
@@ -119,6 +126,30 @@ impl Forwarder for MailboxRouter {
     }
 }
 
+impl MailboxRouter {
+    /// Sends admin operation `op` to shard `shard`; `reply` gets its answer.
+    pub fn send_admin(&self, shard: u32, op: crate::admin::AdminOp, reply: Reply) {
+        let Some(Some(tx)) = self.to.get(shard as usize) else {
+            reply(Response::error(
+                ErrorCode::Overloaded,
+                "no mailbox to that shard",
+            ));
+            return;
+        };
+        let corr = self.next_corr.get();
+        self.next_corr.set(corr + 1);
+        match tx.try_send(Mail::Admin { corr, op }) {
+            Ok(()) => {
+                self.pending.borrow_mut().insert(corr, reply);
+            }
+            Err(_) => reply(Response::error(
+                ErrorCode::Overloaded,
+                "the shard's mailbox is full; retry later",
+            )),
+        }
+    }
+}
+
 /// What a shard gives code that runs on it (the HTTP listener, embedders).
 #[derive(Clone)]
 pub struct Shard {
@@ -132,6 +163,8 @@ pub struct Shard {
     pub stopping: Arc<AtomicBool>,
     /// Requests being handled on this shard's connections; shutdown waits for zero.
     pub in_flight: Rc<Cell<usize>>,
+    /// Mailboxes to the other shards (admin operations fan out over them).
+    pub router: Rc<MailboxRouter>,
 }
 
 /// Code to run on every shard once it is up, e.g. the HTTP listener.
@@ -287,6 +320,7 @@ async fn run_shard(
         config: Rc::new(config),
         stopping: stopping.clone(),
         in_flight: in_flight.clone(),
+        router: router.clone(),
     };
     for t in &tasks {
         glommio::spawn_local(t(shard.clone())).detach();
@@ -331,6 +365,17 @@ fn deliver(host: &ObjectHost, router: &Rc<MailboxRouter>, peer: usize, mail: Mai
                     }
                 }),
             );
+        }
+        Mail::Admin { corr, op } => {
+            let back = router.to[peer]
+                .clone()
+                .expect("a peer that sent mail has a mailbox back");
+            let host = host.clone();
+            glommio::spawn_local(async move {
+                let resp = crate::admin::run_local(&host, op).await;
+                let _ = back.send(Mail::Response { corr, resp }).await;
+            })
+            .detach();
         }
         Mail::Response { corr, resp } => {
             let reply = router.pending.borrow_mut().remove(&corr);

@@ -191,11 +191,11 @@ pub fn preset(name: &str) -> Option<&'static [&'static str]> {
             "10 PUT /kv/store/k{key} value-{key}",
         ],
         // One rate-limit check per request, per client key.
-        "ratelimit" => &["100 POST /ratelimit/client{key}/take"],
+        "ratelimit" => &["100 POST /ratelimit/client{key}/check"],
         // An append-mostly event stream with occasional reads of the tail.
         "events" => &[
-            "80 POST /events/stream{key} {\"event\":\"tick\",\"n\":{key}}",
-            "20 GET /events/stream{key}",
+            "80 POST /events/stream{key}/events {\"type\":\"tick\",\"data\":{key}}",
+            "20 GET /events/stream{key}/events?order=desc&limit=10",
         ],
         _ => return None,
     })

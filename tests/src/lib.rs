@@ -107,6 +107,11 @@ impl Server {
     /// Starts `cairn` on data directory `dir`; `Err` carries stderr if it exits
     /// instead of coming up.
     pub fn start_in(dir: &Path, shards: u32) -> Result<Server, String> {
+        Server::start_with_args(dir, shards, &[])
+    }
+
+    /// Like [`Server::start_in`], with extra command-line arguments.
+    pub fn start_with_args(dir: &Path, shards: u32, extra: &[&str]) -> Result<Server, String> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
             .parse()
             .expect("address");
@@ -121,6 +126,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(dir.join("data"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -155,6 +161,25 @@ impl Server {
         raw.extend_from_slice(body);
         let mut got = self.exchange(&raw, 1);
         got.remove(0)
+    }
+
+    /// Sends one request with extra header lines (`"Name: value"`).
+    pub fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: &[u8],
+    ) -> HttpResponse {
+        let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: cairn\r\n");
+        for h in headers {
+            raw.push_str(h);
+            raw.push_str("\r\n");
+        }
+        raw.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        let mut raw = raw.into_bytes();
+        raw.extend_from_slice(body);
+        self.exchange(&raw, 1).remove(0)
     }
 
     /// Writes `raw` on one connection and reads `n` responses from it.
