@@ -122,7 +122,6 @@ impl Window {
     }
 }
 
-
 /// Runs the load described by `config` and returns the merged report.
 ///
 /// Returns [`RunError::HardTimeout`] if the workers have not reported by
@@ -359,9 +358,9 @@ fn worker(
             if flags.contains(epoll::EventFlags::OUT) {
                 conn.flush(&mut sh, Instant::now());
             }
-            if flags.intersects(
-                epoll::EventFlags::IN | epoll::EventFlags::ERR | epoll::EventFlags::HUP,
-            ) {
+            if flags
+                .intersects(epoll::EventFlags::IN | epoll::EventFlags::ERR | epoll::EventFlags::HUP)
+            {
                 conn.on_readable(&mut sh);
             }
         }
@@ -476,7 +475,8 @@ impl Conn {
                 self.given_up = true;
                 return;
             }
-            self.inflight.push_back((counts_from, spec.method == "HEAD"));
+            self.inflight
+                .push_back((counts_from, spec.method == "HEAD"));
         }
         self.flush(sh, now);
     }
@@ -571,7 +571,12 @@ impl Conn {
 
 /// Opens a nonblocking connection (the connect itself blocks, bounded by
 /// the end of the run) and registers it for readability under `slot`.
-fn connect(addr: SocketAddr, end: Instant, ep: &OwnedFd, slot: usize) -> std::io::Result<TcpStream> {
+fn connect(
+    addr: SocketAddr,
+    end: Instant,
+    ep: &OwnedFd,
+    slot: usize,
+) -> std::io::Result<TcpStream> {
     let wait = end.saturating_duration_since(Instant::now());
     let stream = TcpStream::connect_timeout(&addr, wait.max(Duration::from_millis(1)))?;
     stream.set_nodelay(true)?;
