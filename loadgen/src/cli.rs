@@ -20,7 +20,7 @@ USAGE:
 HTTP OPTIONS:
   --url URL             http://host[:port]/path; {key} is replaced by a key
   -c, --connections N   keep-alive connections in total          [10]
-  -t, --threads N       worker threads, one executor each          [1]
+  -t, --threads N       worker threads, one event loop each        [1]
   --cores LIST          pin worker i to CPU LIST[i] (e.g. 1 or 2,3); sets --threads
   --pipeline N          requests in flight per connection          [1]
   --rate R              open loop: R requests/s in total, latency from the
