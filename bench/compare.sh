@@ -32,15 +32,8 @@ BOUND_S=$(( ${DURATION%s} + ${WARMUP%s} + 20 ))
 log() { printf '== %s\n' "$*" >&2; }
 
 # --- what it needs -------------------------------------------------------------------------------
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v jq >/dev/null || need+=(jq)
-[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx)
-command -v taskset >/dev/null || need+=(util-linux)
-if [ ${#need[@]} -gt 0 ]; then
-  log "installing ${need[*]} (apt)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+# Debian packages, through the repository's idempotent installer (apt only when one is missing).
+bash "$ROOT/.ci/install-deps" nginx wrk jq util-linux
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 log "building cairn-loadgen and cairn (release)"
@@ -99,21 +92,22 @@ to_us() { # 12.34us | 1.20ms | 2.00s -> microseconds
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000;
                         else if (v ~ /s$/) print n * 1000000; else print n }'
 }
-# Each runner prints "rps p50 p99 p999 errors cpu" with latencies in microseconds and cpu the load
-# generator's own CPU time (user + system) per response, in microseconds.
+# Each runner prints "rps p50 p99 p999 errors cpu [p90]" with latencies in microseconds and cpu the
+# load generator's own CPU time (user + system) per response, in microseconds (p90: wrk only).
 TIMEFORMAT='%U %S'
 run_wrk() { # url conns
   local out
   out="$( { time timeout "$BOUND_S" taskset -c "$LOAD_CPU" wrk -t1 -c"$2" -d"$DURATION" --latency "$1" \
     > "$WORK/wrk.txt"; } 2> "$WORK/wrk.time"; cat "$WORK/wrk.txt")"
-  local rps p50 p99 errors n cpu
+  local rps p50 p90 p99 errors n cpu
   rps="$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
   p50="$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
+  p90="$(to_us "$(awk '$1 == "90%" { print $2 }' <<<"$out")")"
   p99="$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
   errors="$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(",", ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }' <<<"$out")"
   n="$(awk '/requests in/ { print $1 }' <<<"$out")"
   cpu="$(tail -n1 "$WORK/wrk.time" | awk -v n="$n" '{ printf "%.2f", (n > 0 ? ($1 + $2) * 1e6 / n : 0) }')"
-  echo "$rps $p50 $p99 - $errors $cpu"
+  echo "$rps $p50 $p99 - $errors $cpu $p90"
 }
 run_loadgen() { # name args...: stores JSON as $WORK/name.json
   local name="$1"; shift
@@ -179,12 +173,13 @@ WM="$(run_wrk "$URL" "$MODERATE_CONNS")"
 LM="$(run_loadgen nginx-moderate --url "$URL" -c "$MODERATE_CONNS")"
 # wrk back-fills its own samples (coordinated-omission correction) before printing them; the
 # like-for-like figures are cairn-loadgen's latency_wrk_corrected_us (see docs/BENCHMARKS.md).
-LMC="$(jq -r '"\(.latency_wrk_corrected_us.p50) \(.latency_wrk_corrected_us.p99)"' "$WORK/nginx-moderate.json")"
+LMC="$(jq -r '.latency_wrk_corrected_us | "\(.p50) \(.p99) \(.p90)"' "$WORK/nginx-moderate.json")"
 row "nginx static 200, closed loop, $MODERATE_CONNS conns" "wrk -t1" "$(fmt "$WM")" "baseline"
 row "nginx static 200, closed loop, $MODERATE_CONNS conns" "cairn-loadgen, 1 core" "$(fmt "$LM")" \
   "req/s $(ratio "$(field "$WM" 1)" "$(field "$LM" 1)"); wrk-corrected p50 $(printf '%.0f' "$(field "$LMC" 1)") \
-(**$(ratio "$(field "$WM" 2)" "$(field "$LMC" 1)")**), p99 $(printf '%.0f' "$(field "$LMC" 2)") \
-(**$(ratio "$(field "$WM" 3)" "$(field "$LMC" 2)")**)"
+(**$(ratio "$(field "$WM" 2)" "$(field "$LMC" 1)")**), p90 $(printf '%.0f' "$(field "$LMC" 3)") \
+(**$(ratio "$(field "$WM" 7)" "$(field "$LMC" 3)")**), p99 $(printf '%.0f' "$(field "$LMC" 2)") \
+(**$(ratio "$(field "$WM" 3)" "$(field "$LMC" 2)")**); wrk p90 $(printf '%.0f' "$(field "$WM" 7)")"
 
 HALF="$(awk -v r="${W64:-$WR}" 'BEGIN { printf "%d", r / 2 }')"
 log "nginx reads, open loop at $HALF req/s (half of wrk's closed-loop rate), 64 conns"
