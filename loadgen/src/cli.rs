@@ -220,6 +220,9 @@ pub fn parse(args: &[String]) -> Result<Command, ConfigError> {
                 "usage: cairn-loadgen compare A.json B.json",
             )),
         },
+        Some("ws") if matches!(args.get(1).map(String::as_str), Some("-h" | "--help")) => {
+            Ok(Command::Help)
+        }
         Some("ws") => parse_ws(parse_options(&args[1..])?),
         Some(_) => parse_http(parse_options(args)?),
     }
@@ -456,5 +459,6 @@ mod tests {
             Ok(Command::Ws { .. })
         ));
         assert!(matches!(parse(&args("--help")), Ok(Command::Help)));
+        assert!(matches!(parse(&args("ws --help")), Ok(Command::Help)));
     }
 }
