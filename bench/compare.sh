@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The standard comparison, in one invocation (about 3 minutes of runs, builds aside):
+# The standard comparison, in one invocation (about 4 minutes of runs, builds aside):
 #   1. the load generator against wrk: nginx (one worker, static 200) under `wrk -t1` and under
 #      cairn-loadgen (closed loop, same connections, same core, alternating REPEAT times) at
 #      READ_CONNS, req/s and CPU per response; latency at a
@@ -15,6 +15,7 @@
 #
 # Usage: bench/compare.sh            (as root on a fresh machine: installs nginx, wrk, jq via apt)
 # Knobs (environment): DURATION=5s WARMUP=1s READ_CONNS="16 64 256" MODERATE_CONNS=4 REPEAT=2
+#                      MODERATE_REPEAT=3
 #                      WRITE_CONNS=64 WRITE_KEYS=10000 SERVER_CPU=0 LOAD_CPU=1 PORT=18480
 #                      CAIRN_PORT=18490 CAIRN_ARGS="..." (replaces the default cairn arguments)
 #                      NO_DOC=1 (print only) OUT=path/to/BENCHMARKS.md
@@ -23,6 +24,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DURATION="${DURATION:-5s}"; WARMUP="${WARMUP:-1s}"
 READ_CONNS="${READ_CONNS:-16 64 256}"; MODERATE_CONNS="${MODERATE_CONNS:-4}"
 WRITE_CONNS="${WRITE_CONNS:-64}"; WRITE_KEYS="${WRITE_KEYS:-10000}"; REPEAT="${REPEAT:-2}"
+MODERATE_REPEAT="${MODERATE_REPEAT:-3}"
 SERVER_CPU="${SERVER_CPU:-0}"; LOAD_CPU="${LOAD_CPU:-1}"
 PORT="${PORT:-18480}"; CAIRN_PORT="${CAIRN_PORT:-18490}"
 OUT="${OUT:-$ROOT/docs/BENCHMARKS.md}"
@@ -104,7 +106,8 @@ run_wrk() { # url conns
   p50="$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
   p90="$(to_us "$(awk '$1 == "90%" { print $2 }' <<<"$out")")"
   p99="$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
-  errors="$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(",", ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }' <<<"$out")"
+  errors="$(awk '/Non-2xx/ { n += $NF }
+                 /Socket errors/ { gsub(",", ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }' <<<"$out")"
   n="$(awk '/requests in/ { print $1 }' <<<"$out")"
   cpu="$(tail -n1 "$WORK/wrk.time" | awk -v n="$n" '{ printf "%.2f", (n > 0 ? ($1 + $2) * 1e6 / n : 0) }')"
   echo "$rps $p50 $p99 - $errors $cpu $p90"
@@ -141,7 +144,9 @@ fmt() { # rps p50 p99 p999 errors -> "rps | p50 | p99 | p99.9 | errors"
          ($2 == "-" ? "-" : sprintf("%.0f", $2)), ($3 == "-" ? "-" : sprintf("%.0f", $3)),
          ($4 == "-" ? "-" : sprintf("%.0f", $4)), $5 }' <<<"$1"
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || a + 0 == 0) print "-"; else printf "%.2f", b / a }'; }
+ratio() {
+  awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || a + 0 == 0) print "-"; else printf "%.2f", b / a }'
+}
 field() { cut -d' ' -f"$2" <<<"$1"; }
 declare -A NGINX_LG
 
@@ -168,18 +173,26 @@ for c in $READ_CONNS; do
   [ "$c" = 64 ] && W64="$WR"
 done
 
-log "nginx reads, moderate load: wrk -t1 -c$MODERATE_CONNS vs cairn-loadgen -c$MODERATE_CONNS (closed loop)"
-WM="$(run_wrk "$URL" "$MODERATE_CONNS")"
-LM="$(run_loadgen nginx-moderate --url "$URL" -c "$MODERATE_CONNS")"
 # wrk back-fills its own samples (coordinated-omission correction) before printing them; the
 # like-for-like figures are cairn-loadgen's latency_wrk_corrected_us (see docs/BENCHMARKS.md).
-LMC="$(jq -r '.latency_wrk_corrected_us | "\(.p50) \(.p99) \(.p90)"' "$WORK/nginx-moderate.json")"
+# Stalls from other processes decide single runs, so the pair alternates MODERATE_REPEAT times and
+# the row lists every pair's ratios (the table shows the last pair's raw figures).
+R50=(); R90=(); R99=(); RR=()
+for _ in $(seq 1 "$MODERATE_REPEAT"); do
+  log "nginx reads, moderate load: wrk -t1 -c$MODERATE_CONNS vs cairn-loadgen -c$MODERATE_CONNS (closed loop)"
+  WM="$(run_wrk "$URL" "$MODERATE_CONNS")"
+  LM="$(run_loadgen nginx-moderate --url "$URL" -c "$MODERATE_CONNS")"
+  LMC="$(jq -r '.latency_wrk_corrected_us | "\(.p50) \(.p99) \(.p90)"' "$WORK/nginx-moderate.json")"
+  RR+=("$(ratio "$(field "$WM" 1)" "$(field "$LM" 1)")")
+  R50+=("$(ratio "$(field "$WM" 2)" "$(field "$LMC" 1)")")
+  R90+=("$(ratio "$(field "$WM" 7)" "$(field "$LMC" 3)")")
+  R99+=("$(ratio "$(field "$WM" 3)" "$(field "$LMC" 2)")")
+done
+slash() { local IFS=/; echo "$*"; }
 row "nginx static 200, closed loop, $MODERATE_CONNS conns" "wrk -t1" "$(fmt "$WM")" "baseline"
 row "nginx static 200, closed loop, $MODERATE_CONNS conns" "cairn-loadgen, 1 core" "$(fmt "$LM")" \
-  "req/s $(ratio "$(field "$WM" 1)" "$(field "$LM" 1)"); wrk-corrected p50 $(printf '%.0f' "$(field "$LMC" 1)") \
-(**$(ratio "$(field "$WM" 2)" "$(field "$LMC" 1)")**), p90 $(printf '%.0f' "$(field "$LMC" 3)") \
-(**$(ratio "$(field "$WM" 7)" "$(field "$LMC" 3)")**), p99 $(printf '%.0f' "$(field "$LMC" 2)") \
-(**$(ratio "$(field "$WM" 3)" "$(field "$LMC" 2)")**); wrk p90 $(printf '%.0f' "$(field "$WM" 7)")"
+  "wrk-corrected latency over wrk's, per pair: p50 **$(slash "${R50[@]}")**, p90 **$(slash "${R90[@]}")**, \
+p99 **$(slash "${R99[@]}")**; req/s $(slash "${RR[@]}")"
 
 HALF="$(awk -v r="${W64:-$WR}" 'BEGIN { printf "%d", r / 2 }')"
 log "nginx reads, open loop at $HALF req/s (half of wrk's closed-loop rate), 64 conns"
