@@ -19,8 +19,8 @@
 //! - The event loop never waits past the end of the run (every wait is
 //!   bounded by the next timer or the end), so workers finish on their own;
 //!   the caller's hard bound ([`run_http`]) only matters when that fails.
-//!   The one blocking call is `connect` (bounded by the end of the run),
-//!   made when a connection opens or is replaced.
+//!   Nothing blocks, `connect` included: its outcome arrives as an event,
+//!   so hundreds of connections to a distant server open in one round trip.
 //! - Latency is timed with the monotonic clock (vDSO `clock_gettime`): one
 //!   reading per `read` that returns data, which is the arrival time of
 //!   every response in those bytes, and the request's send time in closed
@@ -225,8 +225,10 @@ struct Shared<'a> {
 struct Conn {
     /// Index in the worker's connections; also its epoll token.
     slot: usize,
-    /// `None` while (re)connecting or after the connection gave up.
+    /// `None` between connections (waiting to reconnect) or after giving up.
     stream: Option<TcpStream>,
+    /// The socket's nonblocking connect has not completed yet.
+    connecting: bool,
     rng: SplitMix64,
     pacer: Option<Pacer>,
     reader: ResponseReader,
@@ -290,6 +292,7 @@ fn worker(
             Conn {
                 slot: c as usize,
                 stream: None,
+                connecting: false,
                 rng: SplitMix64::new(config.seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
                 pacer,
                 reader: ResponseReader::new(),
@@ -355,6 +358,10 @@ fn worker(
                 // Closed by an earlier event of this batch.
                 continue;
             }
+            if conn.connecting {
+                conn.on_connected(&mut sh);
+                continue;
+            }
             if flags.contains(epoll::EventFlags::OUT) {
                 conn.flush(&mut sh, Instant::now());
             }
@@ -380,7 +387,8 @@ impl Conn {
     }
 
     fn on_timer(&mut self, sh: &mut Shared<'_>, now: Instant) {
-        if self.given_up {
+        if self.given_up || self.connecting {
+            // A connect in progress sends what fell due once it completes.
             return;
         }
         if self.stream.is_none() {
@@ -390,21 +398,45 @@ impl Conn {
         }
     }
 
-    /// Connects and registers the socket, or counts the failure and retries
-    /// after [`RECONNECT_PAUSE`].
+    /// Starts connecting (the outcome arrives as an event, handled by
+    /// [`Conn::on_connected`]), or counts the failure and retries after
+    /// [`RECONNECT_PAUSE`].
     fn open(&mut self, sh: &mut Shared<'_>, now: Instant) {
-        match connect(sh.addr, sh.window.end, &sh.epoll, self.slot) {
+        match start_connect(sh.addr, &sh.epoll, self.slot) {
             Ok(stream) => {
                 self.stream = Some(stream);
-                self.send_due(sh, Instant::now());
+                self.connecting = true;
             }
-            Err(_) => {
-                if sh.window.records(now) {
-                    sh.rec.record_error(ErrorKind::Connect);
-                }
-                self.arm(sh, now + RECONNECT_PAUSE);
-            }
+            Err(_) => self.connect_failed(sh, now),
         }
+    }
+
+    /// The connect finished: sends what is due, or counts the failure and
+    /// retries after [`RECONNECT_PAUSE`].
+    fn on_connected(&mut self, sh: &mut Shared<'_>) {
+        let now = Instant::now();
+        let Some(stream) = self.stream.as_ref() else {
+            return;
+        };
+        if !matches!(rustix::net::sockopt::socket_error(stream), Ok(Ok(()))) {
+            return self.connect_failed(sh, now);
+        }
+        self.connecting = false;
+        // Writability reported the connect; from now on only reads matter
+        // until a write comes up short.
+        let data = epoll::EventData::new_u64(self.slot as u64);
+        if epoll::modify(&sh.epoll, stream, data, epoll::EventFlags::IN).is_err() {
+            return self.connect_failed(sh, now);
+        }
+        self.send_due(sh, now);
+    }
+
+    fn connect_failed(&mut self, sh: &mut Shared<'_>, now: Instant) {
+        if sh.window.records(now) {
+            sh.rec.record_error(ErrorKind::Connect);
+        }
+        self.close(sh);
+        self.arm(sh, now + RECONNECT_PAUSE);
     }
 
     /// Drops the connection and everything in flight on it.
@@ -414,6 +446,7 @@ impl Conn {
             // keeps that true even if the fd were ever shared.
             let _ = epoll::delete(&sh.epoll, &stream);
         }
+        self.connecting = false;
         self.reader = ResponseReader::new();
         self.inflight.clear();
         self.out.clear();
@@ -569,19 +602,29 @@ impl Conn {
     }
 }
 
-/// Opens a nonblocking connection (the connect itself blocks, bounded by
-/// the end of the run) and registers it for readability under `slot`.
-fn connect(
-    addr: SocketAddr,
-    end: Instant,
-    ep: &OwnedFd,
-    slot: usize,
-) -> std::io::Result<TcpStream> {
-    let wait = end.saturating_duration_since(Instant::now());
-    let stream = TcpStream::connect_timeout(&addr, wait.max(Duration::from_millis(1)))?;
-    stream.set_nodelay(true)?;
-    stream.set_nonblocking(true)?;
+/// Starts a nonblocking connect to `addr` and registers the socket under
+/// `slot` for both directions: writability (or an error) reports that the
+/// connect finished.
+fn start_connect(addr: SocketAddr, ep: &OwnedFd, slot: usize) -> rustix::io::Result<TcpStream> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let fd = rustix::net::socket_with(family, SocketType::STREAM, flags, None)?;
+    match rustix::net::connect(&fd, &addr) {
+        Ok(()) | Err(Errno::INPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    rustix::net::sockopt::set_tcp_nodelay(&fd, true)?;
     let data = epoll::EventData::new_u64(slot as u64);
-    epoll::add(ep, &stream, data, epoll::EventFlags::IN)?;
-    Ok(stream)
+    epoll::add(
+        ep,
+        &fd,
+        data,
+        epoll::EventFlags::IN | epoll::EventFlags::OUT,
+    )?;
+    Ok(TcpStream::from(fd))
 }
