@@ -50,8 +50,13 @@ use crate::rng::SplitMix64;
 use crate::stats::{ErrorKind, Recorder};
 use crate::workload::{Url, Workload};
 
-/// Bytes read from the socket at a time.
+/// Bytes read from the socket at a time (one buffer per worker).
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Initial capacity of a connection's buffers (requests not yet written,
+/// bytes received and not yet decoded); they grow for larger messages.
+/// Small, because a run may hold thousands of connections.
+const CONN_BUFFER_BYTES_INITIAL: usize = 4 * 1024;
 
 /// Locked memory each glommio executor (WebSocket mode) asks io_uring for. glommio's default (10 MiB)
 /// exceeds the 8 MiB `RLIMIT_MEMLOCK` common on desktops and containers;
@@ -297,9 +302,9 @@ fn worker(
                 pacer,
                 reader: ResponseReader::new(),
                 inflight: VecDeque::with_capacity(config.pipeline as usize),
-                out: Vec::with_capacity(4096),
+                out: Vec::with_capacity(CONN_BUFFER_BYTES_INITIAL),
                 sent: 0,
-                input: BytesMut::with_capacity(READ_CHUNK_BYTES),
+                input: BytesMut::with_capacity(CONN_BUFFER_BYTES_INITIAL),
                 timer: None,
                 want_write: false,
                 given_up: false,
