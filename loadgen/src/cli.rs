@@ -20,7 +20,7 @@ USAGE:
 HTTP OPTIONS:
   --url URL             http://host[:port]/path; {key} is replaced by a key
   -c, --connections N   keep-alive connections in total          [10]
-  -t, --threads N       worker threads, one executor each          [1]
+  -t, --threads N       worker threads, one event loop each        [1]
   --cores LIST          pin worker i to CPU LIST[i] (e.g. 1 or 2,3); sets --threads
   --pipeline N          requests in flight per connection          [1]
   --rate R              open loop: R requests/s in total, latency from the
@@ -220,6 +220,9 @@ pub fn parse(args: &[String]) -> Result<Command, ConfigError> {
                 "usage: cairn-loadgen compare A.json B.json",
             )),
         },
+        Some("ws") if matches!(args.get(1).map(String::as_str), Some("-h" | "--help")) => {
+            Ok(Command::Help)
+        }
         Some("ws") => parse_ws(parse_options(&args[1..])?),
         Some(_) => parse_http(parse_options(args)?),
     }
@@ -456,5 +459,6 @@ mod tests {
             Ok(Command::Ws { .. })
         ));
         assert!(matches!(parse(&args("--help")), Ok(Command::Help)));
+        assert!(matches!(parse(&args("ws --help")), Ok(Command::Help)));
     }
 }

@@ -1,9 +1,12 @@
 //! `cairn-loadgen`: a thread-per-core HTTP/1.1 and WebSocket load generator
 //! for Cairn and for any other server that answers the same routes.
 //!
-//! **What it is.** One glommio executor (io_uring) per worker thread,
-//! optionally pinned to a CPU, each driving its share of keep-alive
-//! connections with optional pipelining. Two disciplines:
+//! **What it is.** One worker thread per requested core, optionally pinned,
+//! each driving its share of keep-alive connections with optional
+//! pipelining: HTTP workers run an epoll event loop over nonblocking sockets
+//! ([`http_run`], where the measurements that chose epoll over io_uring are
+//! summarised), WebSocket workers a glommio executor ([`ws_run`]). Two
+//! disciplines:
 //! - *closed loop*: every connection sends its next request as soon as the
 //!   previous answer arrives (as wrk does);
 //! - *open loop*: requests are due on a fixed schedule (`--rate`) and latency

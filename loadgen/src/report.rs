@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::stats::Recorder;
@@ -65,6 +66,15 @@ pub struct Report {
     pub statuses: BTreeMap<String, u64>,
     /// Latency percentiles (open loop: from the intended send time).
     pub latency_us: Latency,
+    /// Closed loop only (null otherwise): `latency_us` after the
+    /// coordinated-omission correction that `wrk` applies to its own samples
+    /// before printing them (`stats_correct`: every sample longer than twice
+    /// the mean per-connection interval, `duration * connections / requests`,
+    /// adds synthetic samples one interval apart below it). Compare `wrk`'s
+    /// percentiles with these, not with `latency_us`: on a machine with
+    /// scheduler stalls the correction moves the tail by orders of magnitude.
+    #[serde(default)]
+    pub latency_wrk_corrected_us: Option<Latency>,
 }
 
 /// What describes a run apart from its measurements.
@@ -91,17 +101,13 @@ pub struct RunInfo {
 impl Report {
     /// The report of a run described by `info` that measured `rec`.
     pub fn new(info: &RunInfo, rec: &Recorder) -> Self {
-        let h = &rec.latency_ns;
-        let us = |ns: u64| ns as f64 / 1000.0;
-        let empty = h.is_empty();
-        let at = |q: f64| {
-            if empty {
-                0.0
-            } else {
-                us(h.value_at_quantile(q))
-            }
-        };
         let secs = info.duration.as_secs_f64();
+        // wrk's interval: runtime / (complete / connections), in integers.
+        let per_connection = rec.requests / info.connections.max(1);
+        let wrk_corrected = (info.mode == "closed" && per_connection > 0).then(|| {
+            let interval_ns = info.duration.as_nanos() as u64 / per_connection;
+            latency(&rec.latency_ns.clone_correct(interval_ns))
+        });
         Report {
             mode: info.mode.to_string(),
             url: info.url.clone(),
@@ -129,14 +135,8 @@ impl Report {
                 .iter()
                 .map(|(s, n)| (s.to_string(), *n))
                 .collect(),
-            latency_us: Latency {
-                p50: at(0.5),
-                p90: at(0.9),
-                p99: at(0.99),
-                p999: at(0.999),
-                max: if empty { 0.0 } else { us(h.max()) },
-                mean: if empty { 0.0 } else { h.mean() / 1000.0 },
-            },
+            latency_us: latency(&rec.latency_ns),
+            latency_wrk_corrected_us: wrk_corrected,
         }
     }
 
@@ -209,6 +209,28 @@ impl Report {
             }
         );
         s
+    }
+}
+
+/// The percentiles of a histogram of nanoseconds, in microseconds (all zero
+/// when it is empty).
+fn latency(h: &Histogram<u64>) -> Latency {
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let empty = h.is_empty();
+    let at = |q: f64| {
+        if empty {
+            0.0
+        } else {
+            us(h.value_at_quantile(q))
+        }
+    };
+    Latency {
+        p50: at(0.5),
+        p90: at(0.9),
+        p99: at(0.99),
+        p999: at(0.999),
+        max: if empty { 0.0 } else { us(h.max()) },
+        mean: if empty { 0.0 } else { h.mean() / 1000.0 },
     }
 }
 
@@ -374,6 +396,47 @@ mod tests {
         }
         assert_eq!(v["statuses"]["200"].as_u64(), Some(1000));
         assert_eq!(v["errors_by_kind"]["connect"].as_u64(), Some(1));
+    }
+
+    #[test]
+    fn the_wrk_correction_back_fills_stalls_as_wrk_does() {
+        // 2 connections, 1 s, 1000 responses: wrk's interval is 2 ms. 990
+        // answers take 100 us; 10 stall for 50 ms, and each stands for the
+        // 24 requests (48 ms, 46 ms, ... 4 ms) a steady sender would have
+        // been timing meanwhile.
+        let mut rec = Recorder::new();
+        for i in 0..1000u64 {
+            let us = if i % 100 == 0 { 50_000 } else { 100 };
+            rec.record_latency(Duration::from_micros(us));
+        }
+        let info = RunInfo {
+            mode: "closed",
+            url: "http://127.0.0.1:1/".into(),
+            connections: 2,
+            workers: 1,
+            pipeline: 1,
+            rate_per_sec: None,
+            duration: Duration::from_secs(1),
+            warmup: Duration::ZERO,
+        };
+        let report = Report::new(&info, &rec);
+        assert!(report.latency_us.p99 < 200.0, "{:?}", report.latency_us);
+        let fixed = report.latency_wrk_corrected_us.expect("closed loop");
+        assert_eq!(
+            rec.latency_ns.clone_correct(2_000_000).len(),
+            1000 + 10 * 24
+        );
+        // 250 of 1240 samples are 2 ms or more: the median stays, p90 moves.
+        assert!(fixed.p50 < 200.0, "{fixed:?}");
+        assert!((20_000.0..=30_000.0).contains(&fixed.p90), "{fixed:?}");
+        let open = Report::new(
+            &RunInfo {
+                mode: "open",
+                ..info
+            },
+            &rec,
+        );
+        assert_eq!(open.latency_wrk_corrected_us, None);
     }
 
     #[test]

@@ -228,6 +228,68 @@ fn a_weighted_mix_reaches_the_server_with_keys_and_bodies() {
     assert!((0.05..0.15).contains(&share), "POST share {share}");
 }
 
+/// Answers every request with a body of `body_len` bytes; with `close`,
+/// says `Connection: close` and closes after each answer.
+fn fixed_server(body_len: usize, close: bool) -> u16 {
+    serve(move |mut stream, born| {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut head = format!("HTTP/1.1 200 OK\r\nContent-Length: {body_len}\r\n");
+        if close {
+            head.push_str("Connection: close\r\n");
+        }
+        head.push_str("\r\n");
+        let mut answer = head.into_bytes();
+        answer.resize(answer.len() + body_len, b'x');
+        let mut pending = Vec::new();
+        let mut buf = [0u8; 4096];
+        while born.elapsed() < SERVER_LIFETIME {
+            match stream.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    continue;
+                }
+                Err(_) => return,
+            }
+            while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                pending.drain(..end + 4);
+                if stream.write_all(&answer).is_err() || close {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+#[test]
+fn a_server_closing_after_every_answer_costs_reconnects_not_errors() {
+    let port = fixed_server(2, true);
+    let report = run(&format!(
+        "--url http://127.0.0.1:{port}/ -c 2 -d 300ms --warmup 0s"
+    ));
+    assert_eq!(report.errors, 0, "{}", report.to_json());
+    assert!(report.requests > 10, "{}", report.to_json());
+}
+
+#[test]
+fn responses_larger_than_one_read_are_reassembled() {
+    // 300 KiB bodies span several 64 KiB reads.
+    let body = 300 * 1024;
+    let port = fixed_server(body, false);
+    let report = run(&format!(
+        "--url http://127.0.0.1:{port}/ -c 2 --pipeline 2 -d 300ms --warmup 0s"
+    ));
+    assert_eq!(report.errors, 0, "{}", report.to_json());
+    assert!(report.requests > 0, "{}", report.to_json());
+    assert!(
+        report.bytes_read >= report.requests * body as u64,
+        "{}",
+        report.to_json()
+    );
+}
+
 /// A room server on tungstenite: every text message is sent to every
 /// member of the sender's room (the path), the sender included.
 fn room_server() -> u16 {
