@@ -5,7 +5,9 @@
 #   nginx GET /            (baseline)
 #   cairn GET /counter/c{key}                 over KEYS counters (reads)
 #   cairn POST /counter/c{key}/increment      over KEYS counters (durable increments)
-# Prints one line per run: "name conns rps p50_us p99_us p999_us errors".
+# Prints one line per run: "name conns rps p50_us p99_us p999_us errors cpu_us_per_req", the last
+# being the server process's CPU time (user + system, from /proc) divided by the requests served:
+# on a shared machine, where throughput mostly measures the scheduler, it is the steadier figure.
 # Knobs: DURATION=5s WARMUP=1s KEYS=10000 CONNS="16 64 256" SERVER_CPU=0 LOAD_CPU=1
 #        PORT=18580 CAIRN_PORT=18590 CAIRN_EXTRA="" (more cairn flags)
 # Needs: release builds of cairn and cairn-loadgen, nginx, taskset, jq.
@@ -49,24 +51,33 @@ http {
 }
 CONF
 taskset -c "$SERVER_CPU" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/logs/error.log" &
-PIDS+=($!)
+PIDS+=($!); NGINX_PID=$!
 # --pin puts shard 0 on CPU 0; taskset keeps the process's other threads there too.
 taskset -c "$SERVER_CPU" "$CAIRN" --shards 1 --pin --listen "127.0.0.1:$CAIRN_PORT" \
   --data-dir "$WORK/cairn-data" ${CAIRN_EXTRA:-} 2>"$WORK/cairn.log" &
-PIDS+=($!)
+PIDS+=($!); CAIRN_PID=$!
 wait_port "$PORT"; wait_port "$CAIRN_PORT"
-run() { # name conns args...
-  local name="$1" conns="$2"; shift 2
+cpu_ticks() { # pid -> utime + stime of the whole process, in clock ticks
+  awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+run() { # name pid conns args...
+  local name="$1" pid="$2" conns="$3"; shift 3
+  local t0; t0="$(cpu_ticks "$pid")"
   timeout "$BOUND_S" taskset -c "$LOAD_CPU" "$LOADGEN" --cores "$LOAD_CPU" -c "$conns" -d "$DURATION" \
     --warmup "$WARMUP" --json "$@" > "$WORK/out.json"
   jq -r --arg n "$name" --arg c "$conns" \
     '"\($n) \($c) \(.requests_per_sec|floor) \(.latency_us.p50) \(.latency_us.p99) \(.latency_us.p999) \(.errors)"' \
-    "$WORK/out.json"
+    "$WORK/out.json" | tr '\n' ' '
+  local t1; t1="$(cpu_ticks "$pid")"
+  # Warm-up requests are served but not counted: scale them in by time.
+  jq -r --argjson ticks "$((t1 - t0))" --argjson hz "$(getconf CLK_TCK)" \
+    --argjson frac "$(awk -v d="${DURATION%s}" -v w="${WARMUP%s}" 'BEGIN { print d / (d + w) }')" \
+    '(($ticks / $hz) * 1e6 * $frac / (.requests + 1)) | floor' "$WORK/out.json"
 }
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -sr), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# name conns rps p50_us p99_us p999_us errors"
+echo "# name conns rps p50_us p99_us p999_us errors cpu_us_per_req"
 for c in $CONNS; do
-  run nginx-static "$c" --url "http://127.0.0.1:$PORT/"
-  run cairn-read "$c" --url "http://127.0.0.1:$CAIRN_PORT/counter/c{key}" --keys "$KEYS"
-  run cairn-incr "$c" --url "http://127.0.0.1:$CAIRN_PORT/counter/c{key}/increment" --method POST --keys "$KEYS"
+  run nginx-static "$NGINX_PID" "$c" --url "http://127.0.0.1:$PORT/"
+  run cairn-read "$CAIRN_PID" "$c" --url "http://127.0.0.1:$CAIRN_PORT/counter/c{key}" --keys "$KEYS"
+  run cairn-incr "$CAIRN_PID" "$c" --url "http://127.0.0.1:$CAIRN_PORT/counter/c{key}/increment" --method POST --keys "$KEYS"
 done

@@ -57,6 +57,10 @@ pub struct Config {
     /// Time a client has to accept each response write before the
     /// connection is dropped (a peer that never reads). Default 30000.
     pub write_timeout_ms: u64,
+    /// Microseconds a shard with nothing to do keeps polling before it parks
+    /// its thread. Spinning trades an idle core's CPU for wake-up latency; use
+    /// it only with `pin` on dedicated cores. Default 0 (park at once).
+    pub park_spin_us: u64,
 }
 
 impl Default for Config {
@@ -83,6 +87,7 @@ impl Default for Config {
             body_timeout_ms: 30_000,
             keepalive_timeout_ms: 60_000,
             write_timeout_ms: 30_000,
+            park_spin_us: 0,
         }
     }
 }
@@ -189,6 +194,11 @@ const OPTIONS: &[OptSpec] = &[
         flag: "write-timeout-ms",
         env: "CAIRN_WRITE_TIMEOUT_MS",
         help: "drop a connection that accepts no response bytes for ms [default: 30000]",
+    },
+    OptSpec {
+        flag: "park-spin-us",
+        env: "CAIRN_PARK_SPIN_US",
+        help: "an idle shard polls this long before sleeping; for pinned, dedicated cores [default: 0]",
     },
 ];
 
@@ -325,6 +335,7 @@ fn set(cfg: &mut Config, flag: &str, v: &str, source: &str) -> Result<(), Config
         "body-timeout-ms" => cfg.body_timeout_ms = num(source, v)?,
         "keepalive-timeout-ms" => cfg.keepalive_timeout_ms = num(source, v)?,
         "write-timeout-ms" => cfg.write_timeout_ms = num(source, v)?,
+        "park-spin-us" => cfg.park_spin_us = num(source, v)?,
         _ => unreachable!("flag {flag} is in OPTIONS but has no setter"),
     }
     Ok(())

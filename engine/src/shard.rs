@@ -299,9 +299,13 @@ pub fn start(
             tasks.clone(),
             stopping.clone(),
         );
-        let handle = LocalExecutorBuilder::new(placement)
+        let mut builder = LocalExecutorBuilder::new(placement)
             .name(&format!("cairn-shard-{i}"))
-            .io_memory(config.io_memory_bytes)
+            .io_memory(config.io_memory_bytes);
+        if config.park_spin_us > 0 {
+            builder = builder.spin_before_park(Duration::from_micros(config.park_spin_us));
+        }
+        let handle = builder
             .spawn(move || run_shard(shard_id, config, classes, boxes, tasks, stopping))
             .map_err(|e| StartError::Shard {
                 shard: shard_id,
