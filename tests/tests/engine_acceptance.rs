@@ -166,7 +166,7 @@ fn input_gate_a_read_modify_write_that_awaits_midway_loses_no_update() {
 
 #[test]
 fn output_gate_no_response_that_follows_a_write_arrives_before_the_commit() {
-    const DELAY_MS: u64 = 1500;
+    const DELAY_MS: u64 = 2000;
     let dir = temp_dir("outgate");
     let delay = DELAY_MS.to_string();
     let s = Server::start_in_with_env(
