@@ -164,3 +164,46 @@ fn sigterm_answers_every_request_in_flight_including_forwarded_ones() {
         );
     }
 }
+
+#[test]
+fn a_bad_request_in_a_pipeline_is_answered_after_the_good_ones_then_the_connection_closes() {
+    let s = Server::start(2);
+    let got = s.raw_until_close(
+        b"POST /counter/p1/increment HTTP/1.1\r\nHost: c\r\nContent-Length: 0\r\n\r\n\
+          GET /counter/p2 HTTP/1.1\r\nHost: c\r\n\r\n\
+          BAD\r\n\r\n\
+          GET /counter/p3 HTTP/1.1\r\nHost: c\r\n\r\n",
+    );
+    let mut rest = &got[..];
+    let mut statuses = Vec::new();
+    while let Some((r, used)) = parse_response(rest) {
+        statuses.push(r.status);
+        rest = &rest[used..];
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 400],
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+#[test]
+fn connection_close_in_a_pipeline_ends_the_connection_after_its_response() {
+    let s = Server::start(2);
+    let got = s.raw_until_close(
+        b"GET /counter/q1 HTTP/1.1\r\nHost: c\r\n\r\n\
+          GET /counter/q2 HTTP/1.1\r\nHost: c\r\nConnection: close\r\n\r\n\
+          POST /counter/q3/increment HTTP/1.1\r\nHost: c\r\nContent-Length: 0\r\n\r\n",
+    );
+    let mut rest = &got[..];
+    let mut got_responses = Vec::new();
+    while let Some((r, used)) = parse_response(rest) {
+        got_responses.push(r);
+        rest = &rest[used..];
+    }
+    assert_eq!(got_responses.len(), 2, "{}", String::from_utf8_lossy(&got));
+    assert_eq!(got_responses[1].header("connection"), Some("close"));
+    // The request after `Connection: close` was not run.
+    assert_eq!(s.send("GET", "/counter/q3", b"").text(), r#"{"value":0}"#);
+}
