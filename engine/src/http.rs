@@ -192,14 +192,13 @@ impl Pending {
         }
     }
 
-    fn take(self) -> (Response, bool, bool) {
-        let resp = match self.routed {
+    fn take(self) -> Response {
+        match self.routed {
             Routed::Ready(r) => r,
             Routed::Waiting(slot) => slot.resp.borrow_mut().take().unwrap_or_else(|| {
                 Response::error(ErrorCode::ShuttingDown, "no response was produced")
             }),
-        };
-        (resp, self.is_head, self.close)
+        }
     }
 }
 
@@ -297,12 +296,14 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
             out.clear();
             let mut close = false;
             while queue.front().is_some_and(Pending::is_ready) && !close {
-                let Some(p) = queue.pop_front() else { break };
+                let Some(mut p) = queue.pop_front() else {
+                    break;
+                };
                 let us = u64::try_from(p.started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                let class = p.class.clone();
-                let (resp, is_head, c) = p.take();
+                let (class, is_head) = (std::mem::take(&mut p.class), p.is_head);
+                close = p.close;
+                let resp = p.take();
                 shard.host.record_request(&class, resp.status, us);
-                close = c;
                 write_response(&mut out, &resp, &date, is_head, close);
             }
             if stream.write_all(&out).await.is_err() || close {
@@ -399,20 +400,14 @@ pub async fn route(shard: &Shard, req: cairn_proto::http::Request) -> Response {
     match route_start(shard, req).0 {
         Routed::Ready(r) => r,
         Routed::Waiting(slot) => {
-            let one = VecDeque::from([Pending {
-                routed: Routed::Waiting(slot),
-                class: Cow::Borrowed(UNROUTED),
-                started: Instant::now(),
-                is_head: false,
-                close: false,
-                _in_flight: Counted::new(&shard.in_flight),
-            }]);
-            front_ready(&one).await;
-            let mut one = one;
-            one.pop_front().map_or_else(
-                || Response::error(ErrorCode::ShuttingDown, "no response was produced"),
-                |p| p.take().0,
-            )
+            std::future::poll_fn(|cx| match slot.resp.borrow_mut().take() {
+                Some(r) => Poll::Ready(r),
+                None => {
+                    *slot.waker.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await
         }
     }
 }

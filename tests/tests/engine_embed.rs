@@ -13,15 +13,17 @@ fn the_embedding_example_serves_its_own_class_in_process() {
         .expect("repo root")
         .to_path_buf();
     let out = Command::new(env!("CARGO"))
+        // The harness's features, so the library built for `cairn` is reused
+        // rather than built a second time (slow on a loaded machine).
         .args([
             "run",
             "--quiet",
             "-p",
             "cairn-engine",
-            "--example",
-            "embed",
-            "--",
+            "--features",
+            "test-hooks",
         ])
+        .args(["--example", "embed", "--"])
         .args(["--once", "--shards", "2", "--listen", "127.0.0.1:0"])
         .args(["--segment-bytes", "1048576", "--data-dir"])
         .arg(dir.join("data"))
