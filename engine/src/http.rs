@@ -8,25 +8,51 @@
 //! - `/_cairn/health`, `/_cairn/metrics`;
 //! - `/_cairn/objects/...`: the operator endpoints (`admin.rs`).
 //!
-//! **Ordering:** a connection handles one request at a time (the decoder
-//! pauses after each request until its response is written), so responses
-//! leave in request order under pipelining even when the requests go to
-//! different shards. The cost is that one connection's pipelined requests do
-//! not run in parallel.
+//! # Connections
+//!
+//! **Ordering:** responses leave a connection in request order. Pipelined
+//! requests already in the buffer are decoded and dispatched together (up to
+//! [`PIPELINE_DEPTH_MAX`]), so requests to objects on different shards run
+//! concurrently; each waits in a FIFO of `Pending` slots and responses are
+//! written from its front only, several at once when they are ready.
+//!
+//! **Limits (what a slow or idle client may hold):** a request head must
+//! arrive within `header_timeout_ms` of its first byte, its body within
+//! `body_timeout_ms` of the head's end (else 408 and close); a keep-alive
+//! connection with no byte of a next request is closed after
+//! `keepalive_timeout_ms`; each response write must progress within
+//! `write_timeout_ms`. The read buffer holds at most one request head
+//! (`header_bytes_max`) and body (`body_bytes_max`) plus one read (16 KiB);
+//! no new bytes are read while a full pipeline is outstanding. A shard keeps
+//! at most `connections_max` connections; one more is answered 503
+//! `overloaded` with `Retry-After` and closed.
 
-use std::cell::Cell;
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use cairn_proto::http::{DateCache, Limits, RequestDecoder, ResponseWriter, write_continue};
+use cairn_proto::http::{
+    ConnState, DateCache, Limits, RequestDecoder, ResponseWriter, write_continue,
+};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::host::Target;
+use crate::host::{LATENCY_BUCKETS_US, RequestStats, ShardStats, Target};
 use crate::id::{id_from_name, id_from_string};
 use crate::object::{ErrorCode, Request, Response, percent_decode};
 use crate::shard::Shard;
+
+/// Most requests of one connection dispatched and not yet answered. Bounds
+/// the memory one pipelining client holds (each slot holds one request).
+pub const PIPELINE_DEPTH_MAX: usize = 32;
+
+/// Size of each socket read.
+const READ_BYTES: usize = 16 << 10;
 
 /// Accepts connections on the configured address until the server stops.
 pub async fn serve(shard: Shard) {
@@ -40,6 +66,7 @@ pub async fn serve(shard: Shard) {
             std::process::exit(2);
         }
     };
+    let open = Rc::new(Cell::new(0usize));
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -47,11 +74,34 @@ pub async fn serve(shard: Shard) {
                     break;
                 }
                 let _ = stream.set_nodelay(true);
-                glommio::spawn_local(connection(stream, shard.clone())).detach();
+                let write_timeout = Duration::from_millis(shard.config.write_timeout_ms);
+                let _ = stream.set_write_timeout(Some(write_timeout));
+                if open.get() >= shard.config.connections_max {
+                    glommio::spawn_local(refuse(stream)).detach();
+                    continue;
+                }
+                let guard = Counted::new(&open);
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    connection(stream, shard).await;
+                    drop(guard);
+                })
+                .detach();
             }
             Err(e) => eprintln!("cairn: shard {}: accept failed: {e}", shard.id),
         }
     }
+}
+
+/// Answers a connection past `connections_max` with 503 and closes it.
+async fn refuse(mut stream: TcpStream) {
+    let resp = Response::error(
+        ErrorCode::Overloaded,
+        "too many open connections on this shard; retry later",
+    );
+    let mut out = Vec::with_capacity(256);
+    write_response(&mut out, &resp, &DateCache::new(unix_secs()), false, true);
+    let _ = stream.write_all(&out).await;
 }
 
 fn unix_secs() -> u64 {
@@ -60,20 +110,124 @@ fn unix_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Counts a request in flight for as long as it lives, so shutdown can wait.
-struct InFlight(Rc<Cell<usize>>);
+/// Counts something (a request in flight, an open connection) for as long as
+/// it lives.
+struct Counted(Rc<Cell<usize>>);
 
-impl InFlight {
-    fn new(c: &Rc<Cell<usize>>) -> InFlight {
+impl Counted {
+    fn new(c: &Rc<Cell<usize>>) -> Counted {
         c.set(c.get() + 1);
-        InFlight(c.clone())
+        Counted(c.clone())
     }
 }
 
-impl Drop for InFlight {
+impl Drop for Counted {
     fn drop(&mut self) {
         self.0.set(self.0.get() - 1);
     }
+}
+
+/// Where a dispatched request's response lands. Filled exactly once: by the
+/// reply, or with 503 `shutting_down` if the reply is dropped unanswered.
+#[derive(Default)]
+struct Slot {
+    resp: RefCell<Option<Response>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Slot {
+    fn fill(&self, resp: Response) {
+        *self.resp.borrow_mut() = Some(resp);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+/// The sending half of a [`Slot`]; dropping it unused answers 503, so a
+/// connection never waits for a reply that cannot come.
+struct Responder(Option<Rc<Slot>>);
+
+impl Responder {
+    fn send(mut self, resp: Response) {
+        if let Some(slot) = self.0.take() {
+            slot.fill(resp);
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            slot.fill(Response::error(
+                ErrorCode::ShuttingDown,
+                "the request was dropped before it was answered",
+            ));
+        }
+    }
+}
+
+/// A routed request: answered at once (built-in routes, routing errors) or
+/// waiting for its object.
+enum Routed {
+    Ready(Response),
+    Waiting(Rc<Slot>),
+}
+
+/// One request of a connection whose response is not yet written.
+struct Pending {
+    routed: Routed,
+    /// The class label of the request's metrics.
+    class: Cow<'static, str>,
+    started: Instant,
+    is_head: bool,
+    close: bool,
+    _in_flight: Counted,
+}
+
+impl Pending {
+    fn is_ready(&self) -> bool {
+        match &self.routed {
+            Routed::Ready(_) => true,
+            Routed::Waiting(slot) => slot.resp.borrow().is_some(),
+        }
+    }
+
+    fn take(self) -> Response {
+        match self.routed {
+            Routed::Ready(r) => r,
+            Routed::Waiting(slot) => slot.resp.borrow_mut().take().unwrap_or_else(|| {
+                Response::error(ErrorCode::ShuttingDown, "no response was produced")
+            }),
+        }
+    }
+}
+
+/// Waits until the front pending request has its response.
+async fn front_ready(queue: &VecDeque<Pending>) {
+    std::future::poll_fn(|cx| match queue.front() {
+        Some(p) if !p.is_ready() => {
+            if let Routed::Waiting(slot) = &p.routed {
+                *slot.waker.borrow_mut() = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        }
+        _ => Poll::Ready(()),
+    })
+    .await
+}
+
+/// Which read deadline applies, by where the connection is in a request.
+fn read_timeout(shard: &Shard, state: ConnState, buffered: bool) -> (Duration, bool) {
+    let c = &shard.config;
+    let ms = match state {
+        ConnState::ReadingBody => return (Duration::from_millis(c.body_timeout_ms), true),
+        ConnState::Idle if !buffered => {
+            return (Duration::from_millis(c.keepalive_timeout_ms), false);
+        }
+        _ => c.header_timeout_ms,
+    };
+    (Duration::from_millis(ms), true)
 }
 
 async fn connection(mut stream: TcpStream, shard: Shard) {
@@ -84,67 +238,143 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
     };
     let mut dec = RequestDecoder::new(limits);
     let mut buf = BytesMut::with_capacity(8192);
-    let mut rbuf = vec![0u8; 16 << 10];
+    let mut rbuf = vec![0u8; READ_BYTES];
     let mut out = Vec::with_capacity(4096);
     let mut date = DateCache::new(unix_secs());
     // The admin routes serve peers without a token only on loopback (admin.rs).
     let loopback = stream.peer_addr().is_ok_and(|a| a.ip().is_loopback());
+    let mut queue: VecDeque<Pending> = VecDeque::new();
+    // The phase a read deadline is measured in, and when it began: the
+    // deadline is per phase, not per read, so a trickle of bytes cannot
+    // extend it.
+    let mut phase = (dec.state(), Instant::now());
     loop {
-        match dec.decode(&mut buf) {
-            Ok(Some(req)) => {
-                let _in_flight = InFlight::new(&shard.in_flight);
-                let is_head = req.is_head();
-                let resp = route(&shard, req, loopback).await;
-                date.update(unix_secs());
-                out.clear();
-                let stopping = shard.stopping.load(Ordering::Acquire);
-                if dec.response_sent(!stopping).is_err() {
-                    return;
-                }
-                write_response(&mut out, &resp, &date, is_head, dec.must_close());
-                if stream.write_all(&out).await.is_err() || dec.must_close() {
-                    return;
-                }
-            }
-            Ok(None) => {
-                if dec.must_close()
-                    && buf.is_empty()
-                    && dec.state() == cairn_proto::http::ConnState::Closed
-                {
-                    return;
-                }
-                if dec.take_continue() {
-                    out.clear();
-                    write_continue(&mut out);
-                    if stream.write_all(&out).await.is_err() {
+        // Dispatch every complete request already buffered, up to the limit.
+        let mut failed = false;
+        while queue.len() < PIPELINE_DEPTH_MAX {
+            match dec.decode(&mut buf) {
+                Ok(Some(req)) => {
+                    let close = dec.must_close() || shard.stopping.load(Ordering::Acquire);
+                    // The response is committed to now (it leaves in order
+                    // from the queue), so the decoder may read the next request.
+                    if dec.response_sent(!close).is_err() {
                         return;
                     }
-                }
-                let n = match stream.read(&mut rbuf).await {
-                    Ok(n) => n,
-                    Err(_) => return,
-                };
-                if n == 0 {
-                    if let Err(e) = dec.peer_closed() {
-                        let resp = Response::error(ErrorCode::BadRequest, &e.to_string());
-                        out.clear();
-                        write_response(&mut out, &resp, &date, false, true);
-                        let _ = stream.write_all(&out).await;
+                    let is_head = req.is_head();
+                    let in_flight = Counted::new(&shard.in_flight);
+                    let started = Instant::now();
+                    let (routed, class) = route_start(&shard, req, loopback);
+                    queue.push_back(Pending {
+                        routed,
+                        class,
+                        started,
+                        is_head,
+                        close,
+                        _in_flight: in_flight,
+                    });
+                    if close {
+                        break;
                     }
-                    return;
                 }
-                buf.extend_from_slice(&rbuf[..n]);
+                Ok(None) => break,
+                Err(e) => {
+                    let mut resp = Response::error(ErrorCode::BadRequest, &e.to_string());
+                    resp.status = e.status();
+                    queue.push_back(Pending {
+                        routed: Routed::Ready(resp),
+                        class: Cow::Borrowed(UNROUTED),
+                        started: Instant::now(),
+                        is_head: false,
+                        close: true,
+                        _in_flight: Counted::new(&shard.in_flight),
+                    });
+                    failed = true;
+                    break;
+                }
             }
-            Err(e) => {
-                let mut resp = Response::error(ErrorCode::BadRequest, &e.to_string());
-                resp.status = e.status();
-                out.clear();
-                write_response(&mut out, &resp, &date, false, true);
-                let _ = stream.write_all(&out).await;
+        }
+        if !queue.is_empty() {
+            front_ready(&queue).await;
+            date.update(unix_secs());
+            out.clear();
+            let mut close = false;
+            while queue.front().is_some_and(Pending::is_ready) && !close {
+                let Some(mut p) = queue.pop_front() else {
+                    break;
+                };
+                let us = u64::try_from(p.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let (class, is_head) = (std::mem::take(&mut p.class), p.is_head);
+                close = p.close;
+                let resp = p.take();
+                shard.host.record_request(&class, resp.status, us);
+                write_response(&mut out, &resp, &date, is_head, close);
+            }
+            if stream.write_all(&out).await.is_err() || close {
+                return;
+            }
+            continue;
+        }
+        if failed || dec.state() == ConnState::Closed {
+            return;
+        }
+        if dec.take_continue() {
+            out.clear();
+            write_continue(&mut out);
+            if stream.write_all(&out).await.is_err() {
                 return;
             }
         }
+        let state = dec.state();
+        if state != phase.0 {
+            phase = (state, Instant::now());
+        }
+        let (limit, answer) = read_timeout(&shard, state, !buf.is_empty());
+        let Some(left) = limit
+            .checked_sub(phase.1.elapsed())
+            .filter(|d| !d.is_zero())
+        else {
+            if answer {
+                request_timeout(&mut stream, &mut out, &date).await;
+            }
+            return;
+        };
+        let _ = stream.set_read_timeout(Some(left));
+        let n = match stream.read(&mut rbuf).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                if answer {
+                    request_timeout(&mut stream, &mut out, &date).await;
+                }
+                return;
+            }
+            Err(_) => return,
+        };
+        if n == 0 {
+            if let Err(e) = dec.peer_closed() {
+                let resp = Response::error(ErrorCode::BadRequest, &e.to_string());
+                out.clear();
+                write_response(&mut out, &resp, &date, false, true);
+                let _ = stream.write_all(&out).await;
+            }
+            return;
+        }
+        if phase.0 == ConnState::Idle && buf.is_empty() {
+            // The first byte of a request: its head deadline starts now.
+            phase.1 = Instant::now();
+        }
+        buf.extend_from_slice(&rbuf[..n]);
     }
+}
+
+/// Answers a request that did not arrive in time with 408 and closes.
+async fn request_timeout(stream: &mut TcpStream, out: &mut Vec<u8>, date: &DateCache) {
+    let resp = Response::json(
+        408,
+        r#"{"error":{"code":"request_timeout","message":"the request did not arrive in time"}}"#,
+    );
+    out.clear();
+    write_response(out, &resp, date, false, true);
+    let _ = stream.write_all(out).await;
 }
 
 fn write_response(
@@ -171,27 +401,93 @@ fn write_response(
 /// Maps a request to its object (or a built-in endpoint) and waits for the
 /// response. `loopback` says whether the peer is on a loopback address.
 pub async fn route(shard: &Shard, req: cairn_proto::http::Request, loopback: bool) -> Response {
+    match route_start(shard, req, loopback).0 {
+        Routed::Ready(r) => r,
+        Routed::Waiting(slot) => {
+            std::future::poll_fn(|cx| match slot.resp.borrow_mut().take() {
+                Some(r) => Poll::Ready(r),
+                None => {
+                    *slot.waker.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await
+        }
+    }
+}
+
+/// Maps a request to its object (or a built-in endpoint) and dispatches it
+/// without waiting: routing errors and built-in routes are answered at once.
+/// Also returns the class label the request is counted under in metrics.
+fn route_start(
+    shard: &Shard,
+    req: cairn_proto::http::Request,
+    loopback: bool,
+) -> (Routed, Cow<'static, str>) {
+    let mut class = Cow::Borrowed(UNROUTED);
+    let routed = match route_inner(shard, req, loopback, &mut class) {
+        Ok(r) => Routed::Ready(r),
+        Err(slot) => Routed::Waiting(slot),
+    };
+    (routed, class)
+}
+
+/// The metrics class label of requests that reached no object class.
+const UNROUTED: &str = "_none";
+
+/// The metrics class label of the server's own endpoints.
+const ENDPOINTS: &str = "_cairn";
+
+fn route_inner(
+    shard: &Shard,
+    req: cairn_proto::http::Request,
+    loopback: bool,
+    label: &mut Cow<'static, str>,
+) -> Result<Response, Rc<Slot>> {
     let target = cairn_proto::http::target::split(req.target());
     let path = target.path;
     let query = target.query.unwrap_or("").to_string();
     let method = req.method().to_string();
+    if path.starts_with("/_cairn/") {
+        *label = Cow::Borrowed(ENDPOINTS);
+    }
     match path {
         "/_cairn/health" => {
-            return Response::json(200, format!(r#"{{"status":"ok","shard":{}}}"#, shard.id));
+            return Ok(Response::json(
+                200,
+                format!(r#"{{"status":"ok","shard":{}}}"#, shard.id),
+            ));
         }
-        "/_cairn/metrics" => return metrics(shard),
+        "/_cairn/metrics" => {
+            let slot = Rc::new(Slot::default());
+            let responder = Responder(Some(slot.clone()));
+            let host = shard.host.clone();
+            glommio::spawn_local(async move {
+                responder.send(metrics(&host.gather_stats().await));
+            })
+            .detach();
+            return Err(slot);
+        }
         p if p == "/_cairn/objects" || p.starts_with("/_cairn/objects/") => {
-            let auth = req.header("authorization");
-            return crate::admin::handle(
-                shard,
-                &method,
-                p,
-                &query,
-                auth,
-                loopback,
-                req.body.clone(),
-            )
-            .await;
+            let auth = req.header("authorization").map(<[u8]>::to_vec);
+            let slot = Rc::new(Slot::default());
+            let responder = Responder(Some(slot.clone()));
+            let (shard, path, body) = (shard.clone(), p.to_string(), req.body.clone());
+            glommio::spawn_local(async move {
+                let resp = crate::admin::handle(
+                    &shard,
+                    &method,
+                    &path,
+                    &query,
+                    auth.as_deref(),
+                    loopback,
+                    body,
+                )
+                .await;
+                responder.send(resp);
+            })
+            .detach();
+            return Err(slot);
         }
         _ => {}
     }
@@ -200,24 +496,25 @@ pub async fn route(shard: &Shard, req: cairn_proto::http::Request, loopback: boo
     let second = segs.next();
     let rest = segs.next();
     if class.is_empty() || shard.host.classes().get(class).is_none() {
-        return Response::error(
+        return Ok(Response::error(
             ErrorCode::NotFound,
             "no such class; routes are /{class}/{name}/...",
-        );
+        ));
     }
+    *label = Cow::Owned(class.to_string());
     let (t, rest) = match second {
         None | Some("") => {
-            return Response::error(
+            return Ok(Response::error(
                 ErrorCode::NotFound,
                 "missing object name: /{class}/{name}/...",
-            );
+            ));
         }
         Some("id") => {
             let mut parts = rest.unwrap_or("").splitn(2, '/');
             let hex = parts.next().unwrap_or("");
             let id = match id_from_string(hex) {
                 Ok(id) => id,
-                Err(e) => return Response::error(ErrorCode::BadRequest, &e.to_string()),
+                Err(e) => return Ok(Response::error(ErrorCode::BadRequest, &e.to_string())),
             };
             (
                 Target {
@@ -230,10 +527,10 @@ pub async fn route(shard: &Shard, req: cairn_proto::http::Request, loopback: boo
         }
         Some(name) => {
             let Some(name) = percent_decode(name) else {
-                return Response::error(
+                return Ok(Response::error(
                     ErrorCode::BadRequest,
                     "the object name has a bad percent escape",
-                );
+                ));
             };
             (
                 Target {
@@ -261,47 +558,214 @@ pub async fn route(shard: &Shard, req: cairn_proto::http::Request, loopback: boo
         headers,
         body: req.body.clone(),
     };
-    shard.host.call(t, obj_req).await
+    let slot = Rc::new(Slot::default());
+    let responder = Responder(Some(slot.clone()));
+    shard
+        .host
+        .dispatch(t, obj_req, Box::new(move |resp| responder.send(resp)));
+    Err(slot)
 }
 
-fn metrics(shard: &Shard) -> Response {
-    let m = shard.host.metrics();
-    let s = shard.host.store().stats();
-    let rows: [(&str, &str, u64); 12] = [
-        ("cairn_requests_total", "counter", m.requests),
-        ("cairn_overloaded_total", "counter", m.overloaded),
-        ("cairn_handler_panics_total", "counter", m.panics),
-        ("cairn_activations_total", "counter", m.activations),
-        ("cairn_evictions_total", "counter", m.evictions),
-        ("cairn_alarms_fired_total", "counter", m.alarms_fired),
-        ("cairn_alarms_failed_total", "counter", m.alarms_failed),
+/// Renders every shard's statistics as Prometheus text (format 0.0.4).
+fn metrics(all: &[ShardStats]) -> Response {
+    use std::fmt::Write;
+    type Get = fn(&ShardStats) -> u64;
+    let per_shard: [(&str, &str, &str, Get); 18] = [
+        (
+            "cairn_requests_total",
+            "counter",
+            "events handed to objects",
+            |s| s.host.requests,
+        ),
+        (
+            "cairn_overloaded_total",
+            "counter",
+            "events refused with 503",
+            |s| s.host.overloaded,
+        ),
+        (
+            "cairn_handler_panics_total",
+            "counter",
+            "handler panics",
+            |s| s.host.panics,
+        ),
+        (
+            "cairn_activations_total",
+            "counter",
+            "objects activated",
+            |s| s.host.activations,
+        ),
+        ("cairn_evictions_total", "counter", "objects evicted", |s| {
+            s.host.evictions
+        }),
+        (
+            "cairn_alarms_fired_total",
+            "counter",
+            "alarm runs that succeeded",
+            |s| s.host.alarms_fired,
+        ),
+        (
+            "cairn_alarms_failed_total",
+            "counter",
+            "alarm runs that failed (retried)",
+            |s| s.host.alarms_failed,
+        ),
         (
             "cairn_alarms_abandoned_total",
             "counter",
-            m.alarms_abandoned,
+            "alarms given up",
+            |s| s.host.alarms_abandoned,
         ),
         (
             "cairn_storage_failures_total",
             "counter",
-            m.storage_failures,
+            "responses failed by a commit",
+            |s| s.host.storage_failures,
         ),
         (
-            "cairn_active_objects",
-            "gauge",
-            shard.host.active_count() as u64,
+            "cairn_forwarded_total",
+            "counter",
+            "requests sent to another shard",
+            |s| s.host.forwarded,
         ),
-        ("cairn_commits_total", "counter", s.commits),
-        ("cairn_committed_mutations_total", "counter", s.mutations),
+        (
+            "cairn_call_cycles_total",
+            "counter",
+            "stub calls refused as cycles",
+            |s| s.host.call_cycles,
+        ),
+        ("cairn_active_objects", "gauge", "objects in memory", |s| {
+            s.active_objects
+        }),
+        (
+            "cairn_queued_events",
+            "gauge",
+            "events queued or running",
+            |s| s.queued_events,
+        ),
+        (
+            "cairn_queue_depth_max",
+            "gauge",
+            "deepest object queue",
+            |s| s.queue_depth_max,
+        ),
+        (
+            "cairn_commits_total",
+            "counter",
+            "commit groups made durable",
+            |s| s.store.commits,
+        ),
+        (
+            "cairn_committed_mutations_total",
+            "counter",
+            "records in those groups",
+            |s| s.store.mutations,
+        ),
+        (
+            "cairn_commit_group_records_max",
+            "gauge",
+            "largest commit group",
+            |s| s.store.group_records_max,
+        ),
+        (
+            "cairn_fdatasync_seconds_max",
+            "gauge",
+            "slowest fdatasync",
+            |s| s.store.fdatasync_ns_max,
+        ),
     ];
-    let mut out = String::new();
-    for (name, kind, v) in rows {
-        out.push_str(&format!(
-            "# TYPE {name} {kind}\n{name}{{shard=\"{}\"}} {v}\n",
-            shard.id
-        ));
+    let mut out = String::with_capacity(8192);
+    for (name, kind, help, get) in per_shard {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for s in all {
+            let v = get(s);
+            if name == "cairn_fdatasync_seconds_max" {
+                // Stored in nanoseconds; Prometheus wants seconds.
+                let _ = writeln!(out, "{name}{{shard=\"{}\"}} {:.9}", s.shard, v as f64 / 1e9);
+            } else {
+                let _ = writeln!(out, "{name}{{shard=\"{}\"}} {v}", s.shard);
+            }
+        }
+    }
+    // Summaries: commit group size (records per fdatasync'd group) and fdatasync latency.
+    let name = "cairn_commit_group_records";
+    let _ = writeln!(
+        out,
+        "# HELP {name} records per commit group\n# TYPE {name} summary"
+    );
+    for s in all {
+        let _ = writeln!(
+            out,
+            "{name}_sum{{shard=\"{}\"}} {}",
+            s.shard, s.store.mutations
+        );
+        let _ = writeln!(
+            out,
+            "{name}_count{{shard=\"{}\"}} {}",
+            s.shard, s.store.commits
+        );
+    }
+    let name = "cairn_fdatasync_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} fdatasync latency\n# TYPE {name} summary"
+    );
+    for s in all {
+        let sum = s.store.fdatasync_ns_total as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum{{shard=\"{}\"}} {sum:.9}", s.shard);
+        let _ = writeln!(
+            out,
+            "{name}_count{{shard=\"{}\"}} {}",
+            s.shard, s.store.fdatasyncs
+        );
+    }
+    // Requests by class and status, summed over the shards that accepted them.
+    let mut by: std::collections::BTreeMap<(&str, u16), RequestStats> = Default::default();
+    for s in all {
+        for (class, status, r) in &s.requests {
+            by.entry((class.as_str(), *status)).or_default().merge(r);
+        }
+    }
+    let name = "cairn_http_request_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} HTTP request latency by class and status\n# TYPE {name} histogram"
+    );
+    for ((class, status), r) in &by {
+        let labels = format!("class=\"{}\",status=\"{status}\"", prom_escape(class));
+        let mut cumulative = 0;
+        for (i, n) in r.buckets.iter().enumerate() {
+            cumulative += n;
+            let le = LATENCY_BUCKETS_US
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {:.6}", r.sum_us as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", r.count);
+    }
+    let name = "cairn_http_requests_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} HTTP requests by class and status\n# TYPE {name} counter"
+    );
+    for ((class, status), r) in &by {
+        let _ = writeln!(
+            out,
+            "{name}{{class=\"{}\",status=\"{status}\"}} {}",
+            prom_escape(class),
+            r.count
+        );
     }
     let mut r = Response::new(200, out);
     r.headers
         .push(("content-type".into(), "text/plain; version=0.0.4".into()));
     r
+}
+
+/// Escapes a Prometheus label value.
+fn prom_escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

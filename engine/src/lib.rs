@@ -41,5 +41,7 @@ pub mod object;
 pub mod retry;
 pub mod shard;
 pub mod store;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 #[cfg(test)]
 mod testing;

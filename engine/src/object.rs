@@ -193,6 +193,9 @@ pub enum ErrorCode {
     Overloaded,
     /// 503: the server is shutting down.
     ShuttingDown,
+    /// 508: a stub call would wait for an object already waiting on it (a
+    /// call cycle), or stub calls nest too deep.
+    CallCycle,
 }
 
 impl ErrorCode {
@@ -207,6 +210,7 @@ impl ErrorCode {
             ErrorCode::StorageFailed => "storage_failed",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::CallCycle => "call_cycle",
         }
     }
 
@@ -219,6 +223,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => 413,
             ErrorCode::HandlerPanicked | ErrorCode::StorageFailed => 500,
             ErrorCode::Overloaded | ErrorCode::ShuttingDown => 503,
+            ErrorCode::CallCycle => 508,
         }
     }
 }

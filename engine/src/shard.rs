@@ -34,7 +34,10 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::datadir::{DataDirError, open_data_dir};
-use crate::host::{Forwarder, HostConfig, ObjectHost, Reply, Target, system_clock};
+use crate::host::{
+    CallChain, Forwarder, HostConfig, ObjectHost, Reply, ShardStats, StatsReply, Target,
+    system_clock,
+};
 use crate::object::{Classes, ErrorCode, LocalFuture, Request, Response};
 use crate::store::Store;
 
@@ -48,6 +51,8 @@ pub enum Mail {
         target: Target,
         /// The request.
         req: Request,
+        /// The stub-call chain the request belongs to (empty from outside).
+        chain: CallChain,
     },
     /// Run the admin operation `op` on the receiving shard; answer with `corr`.
     Admin {
@@ -62,6 +67,18 @@ pub enum Mail {
         corr: u64,
         /// The response.
         resp: Response,
+    },
+    /// Asks for the receiver's [`ShardStats`] (for `/_cairn/metrics`).
+    StatsRequest {
+        /// Correlates the answer with the sender's gathering.
+        corr: u64,
+    },
+    /// The answer to the stats request numbered `corr`.
+    StatsResponse {
+        /// The request's correlation number.
+        corr: u64,
+        /// The receiver's statistics.
+        stats: Box<ShardStats>,
     },
 }
 
@@ -98,13 +115,101 @@ fn mesh(shards: u32, depth: usize) -> Vec<ForeignMailboxes> {
 /// The shard-local router: sends requests to their owners and matches the
 /// responses to waiting replies.
 pub struct MailboxRouter {
+    /// Senders to each shard, then to the gateway (index `shards`).
     to: Vec<Option<Rc<ConnectedSender<Mail>>>>,
+    /// How many of `to` are shards.
+    shards: u32,
     pending: RefCell<HashMap<u64, Reply>>,
     next_corr: Cell<u64>,
+    /// Stats gatherings waiting for their peers' answers, by correlation number.
+    gathering: RefCell<HashMap<u64, Rc<Gathering>>>,
+    /// Requests from peers being handled here; shutdown waits for zero.
+    serving: Rc<Cell<usize>>,
+    stopping: Arc<AtomicBool>,
+}
+
+/// One `/_cairn/metrics` collection: answers so far and who still owes one.
+struct Gathering {
+    got: RefCell<Vec<ShardStats>>,
+    owed: Cell<usize>,
+    reply: RefCell<Option<StatsReply>>,
+}
+
+impl Gathering {
+    fn answer(&self, stats: Option<ShardStats>) {
+        if let Some(s) = stats {
+            self.got.borrow_mut().push(s);
+        }
+        self.owed.set(self.owed.get().saturating_sub(1));
+        if self.owed.get() == 0
+            && let Some(reply) = self.reply.borrow_mut().take()
+        {
+            reply(std::mem::take(&mut *self.got.borrow_mut()));
+        }
+    }
+}
+
+impl MailboxRouter {
+    fn next_corr(&self) -> u64 {
+        let corr = self.next_corr.get();
+        self.next_corr.set(corr + 1);
+        corr
+    }
+
+    /// Answers every request still waiting on another shard with 503
+    /// `shutting_down`: the last step of a stop, so no connection waits for
+    /// a shard that has gone.
+    fn fail_pending(&self) {
+        let pending: Vec<Reply> = self.pending.borrow_mut().drain().map(|(_, r)| r).collect();
+        for reply in pending {
+            reply(Response::error(
+                ErrorCode::ShuttingDown,
+                "the server is stopping; the owning shard did not answer in time",
+            ));
+        }
+    }
 }
 
 impl Forwarder for MailboxRouter {
-    fn forward(&self, shard: u32, target: Target, req: Request, reply: Reply) {
+    fn gather(&self, reply: StatsReply) {
+        let corr = self.next_corr();
+        let peers: Vec<_> = self.to[..self.shards as usize]
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let g = Rc::new(Gathering {
+            got: RefCell::new(Vec::new()),
+            owed: Cell::new(peers.len() + 1),
+            reply: RefCell::new(Some(reply)),
+        });
+        self.gathering.borrow_mut().insert(corr, g.clone());
+        for tx in peers {
+            // A full mailbox waits (metrics are not urgent); a gone peer owes nothing.
+            let g = g.clone();
+            glommio::spawn_local(async move {
+                if tx.send(Mail::StatsRequest { corr }).await.is_err() {
+                    g.answer(None);
+                }
+            })
+            .detach();
+        }
+        g.answer(None); // this call's own share; the caller adds the local stats
+        if g.owed.get() == 0 {
+            self.gathering.borrow_mut().remove(&corr);
+        }
+    }
+
+    fn forward(&self, shard: u32, target: Target, req: Request, chain: CallChain, reply: Reply) {
+        if self.stopping.load(Ordering::Acquire) {
+            // The owner may already have drained and gone; do not start what
+            // might never be answered.
+            reply(Response::error(
+                ErrorCode::ShuttingDown,
+                "the server is stopping; retry on another instance",
+            ));
+            return;
+        }
         let Some(Some(tx)) = self.to.get(shard as usize) else {
             reply(Response::error(
                 ErrorCode::Overloaded,
@@ -112,9 +217,14 @@ impl Forwarder for MailboxRouter {
             ));
             return;
         };
-        let corr = self.next_corr.get();
-        self.next_corr.set(corr + 1);
-        match tx.try_send(Mail::Request { corr, target, req }) {
+        let corr = self.next_corr();
+        let mail = Mail::Request {
+            corr,
+            target,
+            req,
+            chain,
+        };
+        match tx.try_send(mail) {
             Ok(()) => {
                 self.pending.borrow_mut().insert(corr, reply);
             }
@@ -173,10 +283,69 @@ pub type ShardTask = Arc<dyn Fn(Shard) -> LocalFuture<'static, ()> + Send + Sync
 /// A running server: its shard threads and the switch that stops them.
 pub struct ServerHandle {
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    gateway: glommio::ExecutorJoinHandle<()>,
+    client: EngineClient,
     stopping: Arc<AtomicBool>,
 }
 
+/// A handle for calling objects from any thread that is not a shard (a
+/// `main`, a thread pool, a test). `Send`, `Sync` and cheap to clone.
+///
+/// Calls go through the server's *gateway*: one more glommio executor, a
+/// peer in the shard mailbox mesh that forwards each call to the owning
+/// shard like any forwarded request. [`EngineClient::call`] blocks the
+/// calling thread until the answer arrives, so never call it on a shard
+/// thread (handlers use `Context::stub`; shard tasks use `ObjectHost::call`).
+#[derive(Clone)]
+pub struct EngineClient {
+    calls: std::sync::mpsc::Sender<GatewayCall>,
+}
+
+/// One call handed to the gateway, with where its answer goes.
+struct GatewayCall {
+    target: Target,
+    req: Request,
+    answer: std::sync::mpsc::Sender<Response>,
+}
+
+impl EngineClient {
+    /// Sends `req` to the object of `class` named `name` and waits for its
+    /// response. Errors come back as responses (e.g. 503 `shutting_down`
+    /// once the server stops).
+    pub fn call(&self, class: &str, name: &[u8], req: Request) -> Response {
+        let target = Target {
+            class: class.into(),
+            id: crate::id::id_from_name(class, name),
+            name: Some(name.to_vec()),
+        };
+        self.call_target(target, req)
+    }
+
+    /// [`EngineClient::call`] for an object addressed by [`Target`].
+    pub fn call_target(&self, target: Target, req: Request) -> Response {
+        let (answer, answers) = std::sync::mpsc::channel();
+        let gone = || Response::error(ErrorCode::ShuttingDown, "the server has stopped");
+        if self
+            .calls
+            .send(GatewayCall {
+                target,
+                req,
+                answer,
+            })
+            .is_err()
+        {
+            return gone();
+        }
+        answers.recv().unwrap_or_else(|_| gone())
+    }
+}
+
 impl ServerHandle {
+    /// A handle for in-process calls from non-shard threads.
+    pub fn client(&self) -> EngineClient {
+        self.client.clone()
+    }
+
     /// Asks every shard to stop; [`ServerHandle::join`] waits for them.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
@@ -187,14 +356,19 @@ impl ServerHandle {
         self.stopping.clone()
     }
 
-    /// Waits for every shard thread to finish.
+    /// Waits for every shard thread (and the gateway) to finish.
     pub fn join(self) -> Result<(), StartError> {
+        let shards = self.threads.len() as u32;
         for (i, t) in self.threads.into_iter().enumerate() {
             t.join().map_err(|e| StartError::Shard {
                 shard: i as u32,
                 reason: e.to_string(),
             })?;
         }
+        self.gateway.join().map_err(|e| StartError::Shard {
+            shard: shards,
+            reason: format!("gateway: {e}"),
+        })?;
         Ok(())
     }
 }
@@ -213,10 +387,22 @@ pub fn start(
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let stopping = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
-    for (i, boxes) in mesh(config.shards, config.mailbox_depth_max)
-        .into_iter()
-        .enumerate()
-    {
+    // One node more than shards: the last is the gateway for EngineClient.
+    let mut boxes = mesh(config.shards + 1, config.mailbox_depth_max);
+    let gateway_boxes = boxes.pop().expect("the mesh has a gateway node");
+    let (calls, call_rx) = std::sync::mpsc::channel();
+    let gateway = {
+        let (shards, stopping, io) = (config.shards, stopping.clone(), config.io_memory_bytes);
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .name("cairn-gateway")
+            .io_memory(io.min(256 << 10))
+            .spawn(move || run_gateway(shards, gateway_boxes, call_rx, stopping))
+            .map_err(|e| StartError::Shard {
+                shard: config.shards,
+                reason: format!("gateway: {e}"),
+            })?
+    };
+    for (i, boxes) in boxes.into_iter().enumerate() {
         let shard_id = i as u32;
         let placement = if config.pin {
             Placement::Fixed(i % cores)
@@ -229,9 +415,13 @@ pub fn start(
             tasks.clone(),
             stopping.clone(),
         );
-        let handle = LocalExecutorBuilder::new(placement)
+        let mut builder = LocalExecutorBuilder::new(placement)
             .name(&format!("cairn-shard-{i}"))
-            .io_memory(config.io_memory_bytes)
+            .io_memory(config.io_memory_bytes);
+        if config.park_spin_us > 0 {
+            builder = builder.spin_before_park(Duration::from_micros(config.park_spin_us));
+        }
+        let handle = builder
             .spawn(move || run_shard(shard_id, config, classes, boxes, tasks, stopping))
             .map_err(|e| StartError::Shard {
                 shard: shard_id,
@@ -239,7 +429,112 @@ pub fn start(
             })?;
         threads.push(handle);
     }
-    Ok(ServerHandle { threads, stopping })
+    Ok(ServerHandle {
+        threads,
+        gateway,
+        client: EngineClient { calls },
+        stopping,
+    })
+}
+
+/// How long the gateway waits for a call before checking the stop flag.
+const GATEWAY_POLL_MS: u64 = 50;
+
+/// The gateway: takes calls from [`EngineClient`]s (through a blocking
+/// `std` channel, waited on in glommio's blocking-thread pool so the
+/// executor never blocks) and forwards each to its owning shard by mail.
+async fn run_gateway(
+    shards: u32,
+    boxes: ForeignMailboxes,
+    calls: std::sync::mpsc::Receiver<GatewayCall>,
+    stopping: Arc<AtomicBool>,
+) {
+    let receivers: Vec<_> = boxes
+        .from
+        .into_iter()
+        .flatten()
+        .map(|rx| glommio::spawn_local(rx.connect()))
+        .collect();
+    let mut to = Vec::new();
+    for tx in boxes.to {
+        to.push(match tx {
+            Some(tx) => Some(Rc::new(tx.connect().await)),
+            None => None,
+        });
+    }
+    let router = Rc::new(MailboxRouter {
+        to,
+        shards,
+        pending: RefCell::new(HashMap::new()),
+        next_corr: Cell::new(0),
+        gathering: RefCell::new(HashMap::new()),
+        serving: Rc::new(Cell::new(0)),
+        stopping: stopping.clone(),
+    });
+    for rx in receivers {
+        let rx = rx.await;
+        let router = router.clone();
+        glommio::spawn_local(async move {
+            while let Some(mail) = rx.recv().await {
+                // Shards only answer the gateway; they never ask it anything.
+                if let Mail::Response { corr, resp } = mail
+                    && let Some(reply) = router.pending.borrow_mut().remove(&corr)
+                {
+                    reply(resp);
+                }
+            }
+        })
+        .detach();
+    }
+    let mut calls = calls;
+    loop {
+        let (back, got) = glommio::executor()
+            .spawn_blocking(move || {
+                let got = calls.recv_timeout(Duration::from_millis(GATEWAY_POLL_MS));
+                (calls, got)
+            })
+            .await;
+        calls = back;
+        match got {
+            Ok(call) => {
+                let owner = crate::id::shard_of(&call.target.id, shards);
+                let answer = call.answer;
+                router.forward(
+                    owner,
+                    call.target,
+                    call.req,
+                    Vec::new(),
+                    Box::new(move |resp| {
+                        let _ = answer.send(resp);
+                    }),
+                );
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                // Every client handle is gone; wait for the stop.
+                while !stopping.load(Ordering::Acquire) {
+                    glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+                }
+            }
+        }
+        if stopping.load(Ordering::Acquire) {
+            break;
+        }
+    }
+    // Let calls already forwarded finish (the shards drain them), then fail the rest.
+    for _ in 0..(SHUTDOWN_DRAIN_MS / STOP_POLL_MS) {
+        if router.pending.borrow().is_empty() {
+            break;
+        }
+        glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+    }
+    router.fail_pending();
+    while let Ok(call) = calls.try_recv() {
+        let _ = call.answer.send(Response::error(
+            ErrorCode::ShuttingDown,
+            "the server is stopping",
+        ));
+    }
 }
 
 async fn run_shard(
@@ -297,8 +592,12 @@ async fn run_shard(
     }
     let router = Rc::new(MailboxRouter {
         to,
+        shards: config.shards,
         pending: RefCell::new(HashMap::new()),
         next_corr: Cell::new(0),
+        gathering: RefCell::new(HashMap::new()),
+        serving: Rc::new(Cell::new(0)),
+        stopping: stopping.clone(),
     });
     host.set_forwarder(router.clone());
     for (peer, rx) in receivers {
@@ -328,8 +627,21 @@ async fn run_shard(
     while !stopping.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
     }
-    // Graceful stop: let requests already being handled finish (bounded).
+    // Graceful stop: let requests already being handled finish (bounded):
+    // this shard's connections, its requests waiting on other shards, and
+    // other shards' requests running here (so a peer is not left waiting).
+    let busy =
+        || in_flight.get() > 0 || !router.pending.borrow().is_empty() || router.serving.get() > 0;
     for _ in 0..(SHUTDOWN_DRAIN_MS / STOP_POLL_MS) {
+        if !busy() {
+            break;
+        }
+        glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+    }
+    // Whatever still waits on another shard is answered 503 now, and its
+    // connection gets a moment to write that answer.
+    router.fail_pending();
+    for _ in 0..(SHUTDOWN_ANSWER_MS / STOP_POLL_MS) {
         if in_flight.get() == 0 {
             break;
         }
@@ -343,17 +655,30 @@ async fn run_shard(
 /// How long a stopping shard waits for requests in flight.
 const SHUTDOWN_DRAIN_MS: u64 = 5000;
 
+/// How long a stopping shard then waits for its connections to write the
+/// 503s it gave to requests still waiting on other shards.
+const SHUTDOWN_ANSWER_MS: u64 = 200;
+
 /// Handles one piece of mail from shard `peer`.
 fn deliver(host: &ObjectHost, router: &Rc<MailboxRouter>, peer: usize, mail: Mail) {
     match mail {
-        Mail::Request { corr, target, req } => {
+        Mail::Request {
+            corr,
+            target,
+            req,
+            chain,
+        } => {
             let back = router.to[peer]
                 .clone()
                 .expect("a peer that sent mail has a mailbox back");
-            host.dispatch(
+            let serving = router.serving.clone();
+            serving.set(serving.get() + 1);
+            host.dispatch_chained(
                 target,
                 req,
+                chain,
                 Box::new(move |resp| {
+                    serving.set(serving.get() - 1);
                     if let Err(e) = back.try_send(Mail::Response { corr, resp }) {
                         let glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(mail)) = e else {
                             return; // the peer is gone (shutting down)
@@ -378,10 +703,30 @@ fn deliver(host: &ObjectHost, router: &Rc<MailboxRouter>, peer: usize, mail: Mai
             .detach();
         }
         Mail::Response { corr, resp } => {
-            let reply = router.pending.borrow_mut().remove(&corr);
-            // A missing entry is a bug in this module, not peer input: shards are trusted.
-            let reply = reply.expect("every response matches a pending request");
-            reply(resp);
+            // A missing entry is a request already failed by `fail_pending`
+            // at shutdown: its answer has been given.
+            if let Some(reply) = router.pending.borrow_mut().remove(&corr) {
+                reply(resp);
+            }
+        }
+        Mail::StatsRequest { corr } => {
+            let back = router.to[peer]
+                .clone()
+                .expect("a peer that sent mail has a mailbox back");
+            let stats = Box::new(host.stats());
+            glommio::spawn_local(async move {
+                let _ = back.send(Mail::StatsResponse { corr, stats }).await;
+            })
+            .detach();
+        }
+        Mail::StatsResponse { corr, stats } => {
+            let g = router.gathering.borrow().get(&corr).cloned();
+            if let Some(g) = g {
+                g.answer(Some(*stats));
+                if g.owed.get() == 0 {
+                    router.gathering.borrow_mut().remove(&corr);
+                }
+            }
         }
     }
 }
@@ -488,6 +833,54 @@ mod tests {
             .map(|(g, _)| g.split(' ').next().unwrap())
             .collect();
         assert_eq!(shards.len(), 4, "20 names spread over all four shards");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn engine_client_calls_objects_on_every_shard_from_any_thread() {
+        let dir = std::env::temp_dir().join(format!("cairn-client-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = Config {
+            shards: 3,
+            data_dir: dir.clone(),
+            segment_bytes: 1 << 20,
+            ..Config::default()
+        };
+        let mut classes = Classes::new();
+        classes.register("where", || WhereAmI { hits: 0 });
+        let server = start(config, classes, vec![]).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let client = server.client();
+                std::thread::spawn(move || {
+                    (0..12)
+                        .map(|i| {
+                            let name = format!("obj-{i}");
+                            let r = client.call("where", name.as_bytes(), Request::new("GET", "/"));
+                            let id = id_from_name("where", name.as_bytes());
+                            let body = String::from_utf8(r.body.to_vec()).unwrap();
+                            assert_eq!(r.status, 200, "thread {t}: {body}");
+                            let shard: u32 = body.split(' ').next().unwrap().parse().unwrap();
+                            assert_eq!(shard, shard_of(&id, 3), "answered by the owner");
+                            shard
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut shards = std::collections::BTreeSet::new();
+        for t in threads {
+            shards.extend(t.join().unwrap());
+        }
+        assert_eq!(shards.len(), 3, "12 names spread over all three shards");
+        let client = server.client();
+        // Each object saw 4 calls, one per thread, one at a time.
+        let r = client.call("where", b"obj-0", Request::new("GET", "/"));
+        assert!(String::from_utf8(r.body.to_vec()).unwrap().ends_with(" 5"));
+        server.stop();
+        server.join().unwrap();
+        let r = client.call("where", b"obj-0", Request::new("GET", "/"));
+        assert_eq!(r.status, 503, "a stopped server answers 503");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

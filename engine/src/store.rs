@@ -249,6 +249,11 @@ impl Ticket {
     }
     /// True once the mutation is durable.
     pub fn is_durable(&self) -> bool {
+        // With an artificial commit delay only the delayed outcome counts.
+        #[cfg(feature = "test-hooks")]
+        if crate::test_hooks::commit_delay_ms() > 0 {
+            return matches!(self.0.state.borrow().outcome, Some(Ok(())));
+        }
         matches!(self.0.state.borrow().outcome, Some(Ok(())))
             || self
                 .0
@@ -296,6 +301,13 @@ impl Future for TicketFuture {
                     .durable()
                     .await
                     .map_err(|e| CommitError::Io { reason: e.reason });
+                #[cfg(feature = "test-hooks")]
+                {
+                    let ms = crate::test_hooks::commit_delay_ms();
+                    if ms > 0 {
+                        glommio::timer::sleep(std::time::Duration::from_millis(ms)).await;
+                    }
+                }
                 group.resolve(outcome);
             })
             .detach();
@@ -318,6 +330,14 @@ pub struct StoreStats {
     pub commits: u64,
     /// Mutations in those groups.
     pub mutations: u64,
+    /// Largest commit group, in records (disk only; 0 in memory).
+    pub group_records_max: u64,
+    /// fdatasyncs done (disk only).
+    pub fdatasyncs: u64,
+    /// Sum of fdatasync latencies, nanoseconds.
+    pub fdatasync_ns_total: u64,
+    /// Slowest fdatasync, nanoseconds.
+    pub fdatasync_ns_max: u64,
     /// Why the store is read-only, if it is.
     pub read_only_reason: Option<String>,
 }
@@ -803,6 +823,10 @@ impl Store {
                 StoreStats {
                     commits: s.groups,
                     mutations: s.records_written,
+                    group_records_max: s.group_records_max,
+                    fdatasyncs: s.fdatasyncs,
+                    fdatasync_ns_total: s.fdatasync_ns_total,
+                    fdatasync_ns_max: s.fdatasync_ns_max,
                     read_only_reason: s.read_only,
                 }
             }

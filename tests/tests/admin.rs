@@ -12,7 +12,7 @@ const TOKEN: &str = "s3cret-token";
 const AUTH: &str = "Authorization: Bearer s3cret-token";
 
 fn with_token() -> Server {
-    Server::start_with_args(&temp_dir("admin"), 4, &["--admin-token", TOKEN]).expect("start")
+    Server::start_in_with(&temp_dir("admin"), 4, &["--admin-token", TOKEN]).expect("start")
 }
 
 fn admin(s: &Server, method: &str, path: &str, body: &str) -> (u16, Value) {

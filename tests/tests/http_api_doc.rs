@@ -216,7 +216,7 @@ fn run_doc(file: &str) -> usize {
     let doc = std::fs::read_to_string(&path).expect("read doc");
     let exs = examples(&doc);
     let s =
-        Server::start_with_args(&temp_dir("doc"), 2, &["--admin-token", "secret"]).expect("start");
+        Server::start_in_with(&temp_dir("doc"), 2, &["--admin-token", "secret"]).expect("start");
     let mut failures = Vec::new();
     for ex in &exs {
         let call = parse_curl(&ex.curl);
