@@ -42,6 +42,20 @@ pub struct Config {
     /// Memory each shard's io_uring may lock for registered buffers. Default 1048576.
     /// Kept small so the engine starts under the common 8 MiB `ulimit -l`.
     pub io_memory_bytes: usize,
+    /// Largest incoming WebSocket message; larger ones close the socket with 1009.
+    /// Default 1048576 (1 MiB).
+    pub ws_message_bytes_max: usize,
+    /// Bytes queued for one WebSocket before it is closed as a slow consumer
+    /// (1008). Default 1048576 (1 MiB).
+    pub ws_send_buffer_bytes_max: usize,
+    /// A server ping goes out after this long without input from a socket;
+    /// 0 disables. Default 30000.
+    pub ws_ping_interval_ms: u64,
+    /// A socket with no input for this long is closed (1001); 0 disables.
+    /// Default 120000.
+    pub ws_idle_timeout_ms: u64,
+    /// Largest per-socket attachment. Default 2048.
+    pub ws_attachment_bytes_max: usize,
 }
 
 impl Default for Config {
@@ -63,6 +77,11 @@ impl Default for Config {
             value_bytes_max: 128 << 10,
             segment_bytes: 64 << 20,
             io_memory_bytes: 1 << 20,
+            ws_message_bytes_max: 1 << 20,
+            ws_send_buffer_bytes_max: 1 << 20,
+            ws_ping_interval_ms: 30_000,
+            ws_idle_timeout_ms: 120_000,
+            ws_attachment_bytes_max: 2048,
         }
     }
 }
@@ -144,6 +163,31 @@ const OPTIONS: &[OptSpec] = &[
         flag: "io-memory-bytes",
         env: "CAIRN_IO_MEMORY_BYTES",
         help: "io_uring locked memory per shard [default: 1048576]",
+    },
+    OptSpec {
+        flag: "ws-message-bytes-max",
+        env: "CAIRN_WS_MESSAGE_BYTES_MAX",
+        help: "largest WebSocket message; 1009 above [default: 1048576]",
+    },
+    OptSpec {
+        flag: "ws-send-buffer-bytes-max",
+        env: "CAIRN_WS_SEND_BUFFER_BYTES_MAX",
+        help: "bytes queued per socket before a 1008 close [default: 1048576]",
+    },
+    OptSpec {
+        flag: "ws-ping-interval-ms",
+        env: "CAIRN_WS_PING_INTERVAL_MS",
+        help: "server ping after ms without input; 0 off [default: 30000]",
+    },
+    OptSpec {
+        flag: "ws-idle-timeout-ms",
+        env: "CAIRN_WS_IDLE_TIMEOUT_MS",
+        help: "close a socket after ms without input; 0 off [default: 120000]",
+    },
+    OptSpec {
+        flag: "ws-attachment-bytes-max",
+        env: "CAIRN_WS_ATTACHMENT_BYTES_MAX",
+        help: "largest per-socket attachment [default: 2048]",
     },
 ];
 
@@ -275,6 +319,11 @@ fn set(cfg: &mut Config, flag: &str, v: &str, source: &str) -> Result<(), Config
         "value-bytes-max" => cfg.value_bytes_max = num(source, v)?,
         "segment-bytes" => cfg.segment_bytes = num(source, v)?,
         "io-memory-bytes" => cfg.io_memory_bytes = num(source, v)?,
+        "ws-message-bytes-max" => cfg.ws_message_bytes_max = num(source, v)?,
+        "ws-send-buffer-bytes-max" => cfg.ws_send_buffer_bytes_max = num(source, v)?,
+        "ws-ping-interval-ms" => cfg.ws_ping_interval_ms = num(source, v)?,
+        "ws-idle-timeout-ms" => cfg.ws_idle_timeout_ms = num(source, v)?,
+        "ws-attachment-bytes-max" => cfg.ws_attachment_bytes_max = num(source, v)?,
         _ => unreachable!("flag {flag} is in OPTIONS but has no setter"),
     }
     Ok(())

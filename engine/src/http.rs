@@ -89,6 +89,11 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
     loop {
         match dec.decode(&mut buf) {
             Ok(Some(req)) => {
+                if crate::ws::upgrade::is_upgrade(&req) {
+                    // The socket leaves the HTTP loop for good (ws.rs).
+                    crate::ws::upgrade::take_over(stream, buf, req, &shard).await;
+                    return;
+                }
                 let _in_flight = InFlight::new(&shard.in_flight);
                 let is_head = req.is_head();
                 let resp = route(&shard, req).await;
@@ -144,7 +149,8 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
     }
 }
 
-fn write_response(
+/// Appends `resp` in HTTP/1.1 form to `out`.
+pub(crate) fn write_response(
     out: &mut Vec<u8>,
     resp: &Response,
     date: &DateCache,
@@ -167,40 +173,52 @@ fn write_response(
 
 /// Maps a request to its object (or a built-in endpoint) and waits for the response.
 pub async fn route(shard: &Shard, req: cairn_proto::http::Request) -> Response {
-    let target = cairn_proto::http::target::split(req.target());
-    let path = target.path;
-    let query = target.query.unwrap_or("").to_string();
-    let method = req.method().to_string();
-    match path {
+    match cairn_proto::http::target::split(req.target()).path {
         "/_cairn/health" => {
             return Response::json(200, format!(r#"{{"status":"ok","shard":{}}}"#, shard.id));
         }
         "/_cairn/metrics" => return metrics(shard),
         _ => {}
     }
+    match resolve(shard, &req) {
+        Ok((t, obj_req)) => shard.host.call(t, obj_req).await,
+        Err(resp) => resp,
+    }
+}
+
+/// The object a request addresses and the request as the object sees it, or
+/// the error response for a bad address.
+pub(crate) fn resolve(
+    shard: &Shard,
+    req: &cairn_proto::http::Request,
+) -> Result<(Target, Request), Response> {
+    let target = cairn_proto::http::target::split(req.target());
+    let path = target.path;
+    let query = target.query.unwrap_or("").to_string();
+    let method = req.method().to_string();
     let mut segs = path.strip_prefix('/').unwrap_or(path).splitn(3, '/');
     let class = segs.next().unwrap_or("");
     let second = segs.next();
     let rest = segs.next();
     if class.is_empty() || shard.host.classes().get(class).is_none() {
-        return Response::error(
+        return Err(Response::error(
             ErrorCode::NotFound,
             "no such class; routes are /{class}/{name}/...",
-        );
+        ));
     }
     let (t, rest) = match second {
         None | Some("") => {
-            return Response::error(
+            return Err(Response::error(
                 ErrorCode::NotFound,
                 "missing object name: /{class}/{name}/...",
-            );
+            ));
         }
         Some("id") => {
             let mut parts = rest.unwrap_or("").splitn(2, '/');
             let hex = parts.next().unwrap_or("");
             let id = match id_from_string(hex) {
                 Ok(id) => id,
-                Err(e) => return Response::error(ErrorCode::BadRequest, &e.to_string()),
+                Err(e) => return Err(Response::error(ErrorCode::BadRequest, &e.to_string())),
             };
             (
                 Target {
@@ -213,10 +231,10 @@ pub async fn route(shard: &Shard, req: cairn_proto::http::Request) -> Response {
         }
         Some(name) => {
             let Some(name) = percent_decode(name) else {
-                return Response::error(
+                return Err(Response::error(
                     ErrorCode::BadRequest,
                     "the object name has a bad percent escape",
-                );
+                ));
             };
             (
                 Target {
@@ -244,7 +262,7 @@ pub async fn route(shard: &Shard, req: cairn_proto::http::Request) -> Response {
         headers,
         body: req.body.clone(),
     };
-    shard.host.call(t, obj_req).await
+    Ok((t, obj_req))
 }
 
 fn metrics(shard: &Shard) -> Response {
@@ -283,6 +301,7 @@ fn metrics(shard: &Shard) -> Response {
             shard.id
         ));
     }
+    out.push_str(&crate::ws::metrics_text(shard.id, &shard.host));
     let mut r = Response::new(200, out);
     r.headers
         .push(("content-type".into(), "text/plain; version=0.0.4".into()));

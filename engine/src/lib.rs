@@ -40,3 +40,4 @@ pub mod shard;
 pub mod store;
 #[cfg(test)]
 mod testing;
+pub mod ws;

@@ -37,6 +37,8 @@ use crate::datadir::{DataDirError, open_data_dir};
 use crate::host::{Forwarder, HostConfig, ObjectHost, Reply, Target, system_clock};
 use crate::object::{Classes, ErrorCode, LocalFuture, Request, Response};
 use crate::store::Store;
+use crate::ws::WsLimits;
+use crate::ws::upgrade::Handoff;
 
 /// A message between shards. Only `Send` data.
 pub enum Mail {
@@ -56,6 +58,8 @@ pub enum Mail {
         /// The response.
         resp: Response,
     },
+    /// A WebSocket connection moving to the shard that owns its object.
+    Socket(Box<Handoff>),
 }
 
 /// The endpoints of one shard's mailboxes before the shard has connected them:
@@ -115,6 +119,20 @@ impl Forwarder for MailboxRouter {
                 ErrorCode::Overloaded,
                 "the owning shard's mailbox is full; retry later",
             )),
+        }
+    }
+
+    fn forward_socket(&self, shard: u32, socket: Box<Handoff>) -> Result<(), Box<Handoff>> {
+        let Some(Some(tx)) = self.to.get(shard as usize) else {
+            return Err(socket);
+        };
+        match tx.try_send(Mail::Socket(socket)) {
+            Ok(()) => Ok(()),
+            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(
+                Mail::Socket(h),
+            ))) => Err(h),
+            // The peer is gone (shutting down): the connection is dropped.
+            Err(_) => Ok(()),
         }
     }
 }
@@ -241,6 +259,14 @@ async fn run_shard(
         idle_ms_evict: config.idle_ms_evict,
         object_memory_bytes_max: config.object_memory_bytes_max,
         key_bytes_max: config.key_bytes_max,
+        ws: WsLimits {
+            message_bytes_max: config.ws_message_bytes_max,
+            send_buffer_bytes_max: config.ws_send_buffer_bytes_max,
+            ping_interval_ms: config.ws_ping_interval_ms,
+            idle_timeout_ms: config.ws_idle_timeout_ms,
+            attachment_bytes_max: config.ws_attachment_bytes_max,
+            ..WsLimits::default()
+        },
         ..HostConfig::default()
     };
     let host = ObjectHost::new(host_cfg, classes, store, system_clock());
@@ -332,6 +358,7 @@ fn deliver(host: &ObjectHost, router: &Rc<MailboxRouter>, peer: usize, mail: Mai
                 }),
             );
         }
+        Mail::Socket(h) => crate::ws::upgrade::adopt(host, *h),
         Mail::Response { corr, resp } => {
             let reply = router.pending.borrow_mut().remove(&corr);
             // A missing entry is a bug in this module, not peer input: shards are trusted.
