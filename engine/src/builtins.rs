@@ -1,5 +1,9 @@
-//! The built-in object classes the `cairn` server hosts: `counter` and `kv`.
+//! The built-in object classes the `cairn` server hosts: `counter`, `kv`,
+//! and the WebSocket classes `echo` and `room`.
 //! Their HTTP routes are documented in `docs/HTTP-API.md`.
+
+pub mod echo;
+pub mod room;
 
 use bytes::Bytes;
 
@@ -9,10 +13,12 @@ use crate::object::{
 };
 use crate::store::{ListOptions, StorageError};
 
-/// Registers `counter` and `kv` in `classes`.
+/// Registers `counter`, `kv`, `echo` and `room` in `classes`.
 pub fn register(classes: &mut Classes) {
     classes.register("counter", || Counter { value: None });
     classes.register("kv", || Kv);
+    classes.register("echo", || echo::Echo);
+    classes.register("room", room::Room::default);
 }
 
 fn storage_error(e: &StorageError) -> Response {
