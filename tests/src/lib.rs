@@ -107,6 +107,11 @@ impl Server {
     /// Starts `cairn` on data directory `dir`; `Err` carries stderr if it exits
     /// instead of coming up.
     pub fn start_in(dir: &Path, shards: u32) -> Result<Server, String> {
+        Server::start_with(dir, shards, &[])
+    }
+
+    /// [`Server::start_in`] with extra command-line options (`--flag`, `value`...).
+    pub fn start_with(dir: &Path, shards: u32, extra: &[&str]) -> Result<Server, String> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
             .parse()
             .expect("address");
@@ -121,6 +126,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(dir.join("data"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -1,0 +1,309 @@
+//! End-to-end tests of WebSockets on objects, with `tungstenite` as the
+//! client: the `room` class's fan-out across shards, hibernation, slow
+//! consumers and durability of its history, and the `echo` class.
+
+use std::collections::HashMap;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use cairn_tests::{Server, temp_dir};
+use serde_json::Value;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::{Message, WebSocket};
+
+type Ws = WebSocket<TcpStream>;
+
+/// How long any one wait in these tests may take before it fails.
+const WAIT: Duration = Duration::from_secs(60);
+
+fn connect(server: &Server, path: &str) -> Ws {
+    let stream = TcpStream::connect(server.addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let url = format!("ws://{}{path}", server.addr);
+    let (ws, resp) = tungstenite::client(url.as_str(), stream).expect("handshake");
+    assert_eq!(resp.status().as_u16(), 101);
+    ws
+}
+
+fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::text(v.to_string())).expect("send");
+}
+
+/// The next JSON text message.
+fn next(ws: &mut Ws) -> Value {
+    loop {
+        match ws.read().expect("read") {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON"),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Reads until a message of type `ty` arrives, skipping others.
+fn next_of(ws: &mut Ws, ty: &str) -> Value {
+    loop {
+        let v = next(ws);
+        if v["type"] == ty {
+            return v;
+        }
+    }
+}
+
+fn join(server: &Server, room: &str, name: &str) -> (Ws, Value) {
+    let mut ws = connect(server, &format!("/room/{room}?name={name}"));
+    let welcome = next_of(&mut ws, "welcome");
+    (ws, welcome)
+}
+
+fn say(ws: &mut Ws, text: &str) {
+    send(ws, serde_json::json!({"type": "message", "text": text}));
+}
+
+/// The value of metric `name` as the (single) shard reports it.
+fn metric(server: &Server, name: &str) -> u64 {
+    let text = server.send("GET", "/_cairn/metrics", b"").text();
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn texts(history: &Value) -> Vec<String> {
+    history
+        .as_array()
+        .expect("history is an array")
+        .iter()
+        .map(|m| {
+            format!(
+                "{}:{}",
+                m["from"].as_str().unwrap(),
+                m["text"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_thousand_sockets_on_four_shards_each_receive_every_other_members_messages_in_order() {
+    const MEMBERS: usize = 1000;
+    const PER_MEMBER: usize = 2;
+    let s = Server::start(4);
+    let mut sockets = Vec::with_capacity(MEMBERS);
+    for i in 0..MEMBERS {
+        // Many connections land on shards that do not own the room: each is
+        // handed over to the owner.
+        let ws = connect(&s, &format!("/room/big?name=m{i}"));
+        sockets.push(ws);
+    }
+    let start = Instant::now();
+    let threads: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut ws)| {
+            std::thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn(move || {
+                    for j in 0..PER_MEMBER {
+                        say(&mut ws, &format!("{j}"));
+                    }
+                    let mut last: HashMap<String, usize> = HashMap::new();
+                    let (mut got, mut acks) = (0, 0);
+                    while got < (MEMBERS - 1) * PER_MEMBER || acks < PER_MEMBER {
+                        let v = next(&mut ws);
+                        match v["type"].as_str() {
+                            Some("message") => {
+                                let from = v["from"].as_str().unwrap().to_string();
+                                assert_ne!(from, format!("m{i}"), "no echo to the sender");
+                                let j: usize = v["text"].as_str().unwrap().parse().unwrap();
+                                let want = last.get(&from).map_or(0, |l| l + 1);
+                                assert_eq!(j, want, "m{i} got {from}'s messages out of order");
+                                last.insert(from, j);
+                                got += 1;
+                            }
+                            Some("ack") => acks += 1,
+                            _ => {}
+                        }
+                    }
+                    assert_eq!(last.len(), MEMBERS - 1);
+                    let _ = ws.close(None);
+                })
+                .expect("spawn client thread")
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    eprintln!(
+        "{MEMBERS} members x {PER_MEMBER} messages delivered in {:?}",
+        start.elapsed()
+    );
+    let room = s.send("GET", "/room/big", b"");
+    let v: Value = serde_json::from_slice(&room.body).unwrap();
+    assert_eq!(v["seq"], (MEMBERS * PER_MEMBER) as u64);
+}
+
+#[test]
+fn a_room_hibernates_and_wakes_with_its_history_and_attachments() {
+    let dir = temp_dir("ws-hibernate");
+    let s = Server::start_with(&dir, 1, &["--idle-ms-evict", "200"]).expect("starts");
+    let (mut alice, _) = join(&s, "h", "alice");
+    let (mut bob, welcome) = join(&s, "h", "bob");
+    assert_eq!(welcome["members"], serde_json::json!(["alice"]));
+    assert_eq!(next_of(&mut alice, "join")["name"], "bob");
+    say(&mut alice, "one");
+    assert_eq!(next_of(&mut alice, "ack")["seq"], 1);
+    let m = next_of(&mut bob, "message");
+    assert_eq!(
+        (m["from"].as_str(), m["seq"].as_u64()),
+        (Some("alice"), Some(1))
+    );
+
+    let deadline = Instant::now() + WAIT;
+    while metric(&s, "cairn_ws_hibernated_objects") == 0 {
+        assert!(Instant::now() < deadline, "the room never hibernated");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(metric(&s, "cairn_ws_hibernations_total") >= 1);
+    assert_eq!(metric(&s, "cairn_ws_open_sockets"), 2);
+
+    // Waking: bob's name comes from his socket's attachment, the sequence
+    // number and history from storage.
+    say(&mut bob, "two");
+    let m = next_of(&mut alice, "message");
+    assert_eq!(
+        (m["from"].as_str(), m["seq"].as_u64(), m["text"].as_str()),
+        (Some("bob"), Some(2), Some("two"))
+    );
+    assert_eq!(metric(&s, "cairn_ws_hibernated_objects"), 0);
+    let (_carol, welcome) = join(&s, "h", "carol");
+    assert_eq!(welcome["members"], serde_json::json!(["alice", "bob"]));
+    assert_eq!(texts(&welcome["history"]), ["alice:one", "bob:two"]);
+}
+
+#[test]
+fn a_slow_consumer_is_closed_while_the_others_keep_receiving() {
+    const MESSAGES: usize = 1500;
+    let dir = temp_dir("ws-slow");
+    let s = Server::start_with(&dir, 1, &["--ws-send-buffer-bytes-max", "65536"]).expect("starts");
+    let (slow, _) = join(&s, "slow", "slow");
+    let (mut fast, _) = join(&s, "slow", "fast");
+    let (mut sender, _) = join(&s, "slow", "sender");
+    let text = "x".repeat(8000);
+    let writer = std::thread::spawn(move || {
+        for i in 0..MESSAGES {
+            say(&mut sender, &format!("{i} {text}"));
+        }
+        let mut acks = 0;
+        while acks < MESSAGES {
+            if next(&mut sender)["type"] == "ack" {
+                acks += 1;
+            }
+        }
+    });
+    let mut seen = 0;
+    let mut left = false;
+    while seen < MESSAGES || !left {
+        let v = next(&mut fast);
+        match v["type"].as_str() {
+            Some("message") => {
+                let n: usize = v["text"]
+                    .as_str()
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert_eq!(n, seen, "fast member missed or reordered a message");
+                seen += 1;
+            }
+            Some("leave") => {
+                assert_eq!(v["name"], "slow");
+                left = true;
+            }
+            _ => {}
+        }
+    }
+    writer.join().expect("writer");
+    assert!(metric(&s, "cairn_ws_slow_consumer_closes_total") >= 1);
+    // The slow member finds its connection closed: a 1008 close frame if it
+    // got through, else the connection ends.
+    let mut slow = slow;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "slow consumer never saw the close"
+        );
+        match slow.read() {
+            Ok(Message::Close(f)) => {
+                if let Some(CloseFrame { code, .. }) = f {
+                    assert_eq!(u16::from(code), 1008);
+                }
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+}
+
+#[test]
+fn a_rooms_history_survives_a_crash_and_restart() {
+    let dir = temp_dir("ws-restart");
+    let s = Server::start_with(&dir, 2, &[]).expect("starts");
+    let (mut a, _) = join(&s, "keep", "a");
+    for t in ["x", "y", "z"] {
+        say(&mut a, t);
+        // The ack leaves only once the message is durable (output gate).
+        next_of(&mut a, "ack");
+    }
+    drop(a);
+    s.kill();
+    let s = Server::start_with(&dir, 2, &[]).expect("restarts");
+    let (_b, welcome) = join(&s, "keep", "b");
+    assert_eq!(welcome["seq"], 3);
+    assert_eq!(texts(&welcome["history"]), ["a:x", "a:y", "a:z"]);
+}
+
+#[test]
+fn echo_echoes_and_refuses_plain_http() {
+    let s = Server::start(2);
+    let mut ws = connect(&s, "/echo/e");
+    ws.send(Message::text("hello")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("hello"));
+    ws.send(Message::binary(vec![0u8, 1, 2])).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::binary(vec![0u8, 1, 2]));
+    let r = s.send("GET", "/echo/e", b"");
+    assert_eq!(r.status, 426);
+    assert!(r.text().contains("upgrade_required"), "{}", r.text());
+    // An upgrade to an unknown class is refused with a normal response.
+    let stream = TcpStream::connect(s.addr).unwrap();
+    let url = format!("ws://{}/nope/x", s.addr);
+    match tungstenite::client(url.as_str(), stream) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            assert_eq!(resp.status().as_u16(), 404)
+        }
+        other => panic!("expected a 404 refusal, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn a_message_over_the_limit_closes_the_socket_with_1009() {
+    let dir = temp_dir("ws-big");
+    let s = Server::start_with(&dir, 1, &["--ws-message-bytes-max", "1000"]).expect("starts");
+    let mut ws = connect(&s, "/echo/big");
+    ws.send(Message::text("y".repeat(1001))).unwrap();
+    loop {
+        match ws.read() {
+            Ok(Message::Close(Some(f))) => {
+                assert_eq!(u16::from(f.code), 1009);
+                break;
+            }
+            Ok(Message::Close(None)) => panic!("close without a code"),
+            Ok(_) => {}
+            Err(e) => panic!("connection ended without a close frame: {e}"),
+        }
+    }
+}
