@@ -8,10 +8,11 @@
 //! loses no bytes. While the object's queue is full the task stops reading,
 //! which pushes back on the peer through TCP.
 //!
-//! **Close ordering:** when the peer's close arrives, our echo is held until
-//! the object has handled every message before it and the close handler has
-//! run, so replies to those messages still go out before the close frame
-//! (Autobahn 7.1.*). Every socket gets exactly one close event.
+//! **Close ordering:** when the peer's close arrives (or the peer breaks the
+//! protocol), reading stops at once, but our close frame is held until the
+//! object has handled every message before it and the close handler has run,
+//! so replies to those messages still go out before the close frame
+//! (Autobahn 3.*, 4.*, 7.1.*). Every socket gets exactly one close event.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -106,14 +107,29 @@ pub(crate) async fn run(
                 }
                 Err(CodecError::Closed) => end = Some((1006, "connection closed".into())),
                 Err(err) => {
-                    // A peer fault: the codec queued our close with its code; fail fast.
-                    wbuf.extend(conn.take_output());
+                    // A peer fault: the codec queued our close with its code.
+                    // Stop reading at once, but send that close only after the
+                    // object has answered the messages before the fault, as
+                    // for a peer's close.
+                    reading = false;
                     let code = err.close_code().unwrap_or(1006);
                     held.push_back(HostEvent::WsError {
                         socket: e.clone(),
                         error: err.to_string(),
                     });
-                    end = Some((code, err.to_string()));
+                    if close_sent {
+                        wbuf.extend(conn.take_output());
+                        end = Some((code, err.to_string()));
+                    } else {
+                        echo = Some(conn.take_output());
+                        close_event_queued = true;
+                        held.push_back(HostEvent::WsClose {
+                            socket: e.clone(),
+                            code,
+                            reason: err.to_string(),
+                            echo: true,
+                        });
+                    }
                 }
             }
         }
