@@ -77,6 +77,8 @@ pub struct WsMetrics {
 pub(crate) enum Out {
     /// A complete encoded frame, released once `gate` is durable.
     Frame { gate: Option<Ticket>, bytes: Bytes },
+    /// A ping or pong from the engine: not gated, not counted against the buffer.
+    Control(Bytes),
     /// A close the object (or the engine) started.
     Close {
         gate: Option<Ticket>,
