@@ -175,6 +175,15 @@ fn a_room_hibernates_and_wakes_with_its_history_and_attachments() {
     assert!(metric(&s, "cairn_ws_hibernations_total") >= 1);
     assert_eq!(metric(&s, "cairn_ws_open_sockets"), 2);
 
+    // A heartbeat is answered by the engine without waking the room.
+    let activations = metric(&s, "cairn_activations_total");
+    alice
+        .send(Message::text(r#"{"type":"ping"}"#))
+        .expect("send ping");
+    assert_eq!(next(&mut alice)["type"], "pong");
+    assert_eq!(metric(&s, "cairn_activations_total"), activations);
+    assert_eq!(metric(&s, "cairn_ws_hibernated_objects"), 1);
+
     // Waking: bob's name comes from his socket's attachment, the sequence
     // number and history from storage.
     say(&mut bob, "two");
@@ -281,6 +290,28 @@ fn a_rooms_history_survives_a_crash_and_restart() {
     let (_b, welcome) = join(&s, "keep", "b");
     assert_eq!(welcome["seq"], 3);
     assert_eq!(texts(&welcome["history"]), ["a:x", "a:y", "a:z"]);
+}
+
+#[test]
+fn ephemeral_messages_are_broadcast_unnumbered_and_not_stored() {
+    let s = Server::start(2);
+    let (mut a, _) = join(&s, "eph", "a");
+    let mut cursor = connect(&s, "/room/eph?name=c&durable=0");
+    next_of(&mut cursor, "welcome");
+    say(&mut cursor, "x=3");
+    let m = next_of(&mut a, "message");
+    assert_eq!(
+        (
+            m["from"].as_str(),
+            m["text"].as_str(),
+            m["ephemeral"].as_bool(),
+            m.get("seq")
+        ),
+        (Some("c"), Some("x=3"), Some(true), None)
+    );
+    let (_b, welcome) = join(&s, "eph", "b");
+    assert_eq!(welcome["seq"], 0);
+    assert_eq!(texts(&welcome["history"]), Vec::<String>::new());
 }
 
 #[test]

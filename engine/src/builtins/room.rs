@@ -5,6 +5,11 @@
 //! the stored history. The JSON protocol is in `docs/HTTP-API.md`
 //! ("WebSocket: the `room` class").
 //!
+//! A member that connects with `?durable=0` sends ephemeral messages (the
+//! article's cursor positions, say): broadcast at once with no sequence
+//! number, not stored, not acknowledged. Such sockets carry the tag
+//! [`EPHEMERAL_TAG`].
+//!
 //! State: key `seq` (8 bytes big-endian, the last sequence number) and
 //! `h/{seq:020}` (one message's JSON), written in one atomic batch per
 //! message, so the broadcast (held by the output gate) never announces a
@@ -24,6 +29,16 @@ pub const HISTORY_MAX: u64 = 100;
 
 /// Longest member name, in bytes.
 pub const NAME_BYTES_MAX: usize = 64;
+
+/// The heartbeat a client may send; answered with [`PONG`] by the engine
+/// without waking the room.
+pub const PING: &str = r#"{"type":"ping"}"#;
+
+/// The answer to [`PING`].
+pub const PONG: &str = r#"{"type":"pong"}"#;
+
+/// The tag of sockets whose messages are ephemeral (`?durable=0`).
+pub const EPHEMERAL_TAG: &str = "ephemeral";
 
 /// Longest message text, in bytes.
 pub const TEXT_BYTES_MAX: usize = 16 << 10;
@@ -126,6 +141,18 @@ impl Room {
             let _ = ws.send_text(socket, &error_json("text over 16384 bytes"));
             return;
         }
+        if ws
+            .tags(socket)
+            .is_ok_and(|t| t.iter().any(|t| t == EPHEMERAL_TAG))
+        {
+            let entry = format!(
+                r#"{{"type":"message","from":"{}","text":"{}","ephemeral":true}}"#,
+                json_escape(&String::from_utf8_lossy(&name)),
+                json_escape(text)
+            );
+            ws.broadcast_text(&entry, None, Some(socket));
+            return;
+        }
         let (seq, history) = match self.load(ctx).await {
             Ok((seq, h)) => (seq, h),
             Err(e) => {
@@ -169,10 +196,14 @@ impl Object for Room {
     fn fetch<'a>(&'a mut self, ctx: &'a Context, req: Request) -> LocalFuture<'a, Response> {
         Box::pin(async move {
             if req.is_websocket_upgrade() {
-                let socket = match ctx.websockets().accept(&[]) {
+                let ephemeral = req.query_param("durable").as_deref() == Some(b"0");
+                let tags: &[&str] = if ephemeral { &[EPHEMERAL_TAG] } else { &[] };
+                let socket = match ctx.websockets().accept(tags) {
                     Ok(s) => s,
                     Err(e) => return Response::error(ErrorCode::BadRequest, &e.to_string()),
                 };
+                // Heartbeats are answered by the engine, even while the room hibernates.
+                ctx.websockets().set_auto_response(PING, PONG);
                 if let Some(name) = req.query_param("name") {
                     self.join(ctx, socket, &String::from_utf8_lossy(&name))
                         .await;
