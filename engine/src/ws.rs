@@ -14,7 +14,7 @@
 //!
 //! # Hibernation
 //!
-//! Sockets, their tags and attachments live in the shard's [`table::SocketTable`],
+//! Sockets, their tags and attachments live in the shard's socket table (`table.rs`),
 //! keyed by object ID, not in the object instance. The object runtime evicts an
 //! idle object with open sockets like any other; the next message re-activates
 //! it (storage reloads lazily) and its sockets and attachments are where they
