@@ -76,3 +76,6 @@ pub fn metrics_text(shard: u32, host: &ObjectHost) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod gate_tests;

@@ -149,7 +149,7 @@ pub fn adopt(host: &ObjectHost, h: Handoff) {
     .detach();
 }
 
-async fn adopt_local(
+pub(crate) async fn adopt_local(
     host: &ObjectHost,
     stream: TcpStream,
     leftover: Bytes,

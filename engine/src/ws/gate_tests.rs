@@ -1,0 +1,175 @@
+//! Tests of WebSockets against the object runtime over a real loopback
+//! socket: the output gate holds a frame that follows a write until the write
+//! is durable, and a failed commit never releases it.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use cairn_proto::ws::{Config as CodecConfig, Connection, Event, Poll};
+use futures_lite::future::or;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::context::Context;
+use crate::host::{HostConfig, ObjectHost, Target};
+use crate::id::id_from_name;
+use crate::object::{Classes, LocalFuture, Object, Request, Response};
+use crate::store::{CommitVerdicts, ScriptedCommits, Store, StoreOptions};
+use crate::testing::{run_local, settle};
+use crate::ws::{Message, SocketId};
+
+/// Accepts every upgrade; on a message, writes it to storage, then answers "stored".
+struct Writer;
+
+impl Object for Writer {
+    fn fetch<'a>(&'a mut self, ctx: &'a Context, _req: Request) -> LocalFuture<'a, Response> {
+        let r = match ctx.websockets().accept(&[]) {
+            Ok(_) => Response::switching_protocols(),
+            Err(e) => Response::new(400, e.to_string()),
+        };
+        Box::pin(std::future::ready(r))
+    }
+
+    fn websocket_message<'a>(
+        &'a mut self,
+        ctx: &'a Context,
+        socket: SocketId,
+        msg: Message,
+    ) -> LocalFuture<'a, ()> {
+        let Message::Text(t) = msg else {
+            return Box::pin(std::future::ready(()));
+        };
+        ctx.storage().put(b"last", t.as_bytes()).unwrap();
+        ctx.websockets().send_text(socket, "stored").unwrap();
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// A connected client whose socket is owned by `host`, past the 101.
+async fn connect(host: &ObjectHost) -> (TcpStream, Connection) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = glommio::spawn_local(async move { TcpStream::connect(addr).await.unwrap() });
+    let server = listener.accept().await.unwrap();
+    let mut client = client.await;
+    let headers: [(&str, &[u8]); 4] = [
+        ("Upgrade", b"websocket"),
+        ("Connection", b"Upgrade"),
+        ("Sec-WebSocket-Key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", b"13"),
+    ];
+    let accept = cairn_proto::ws::handshake::validate_request("GET", 1, &headers).unwrap();
+    let target = Target {
+        class: "writer".into(),
+        id: id_from_name("writer", b"w"),
+        name: Some(b"w".to_vec()),
+    };
+    let req = Request::new("GET", "/");
+    let h = host.clone();
+    glommio::spawn_local(async move {
+        super::upgrade::adopt_local(&h, server, Bytes::new(), target, req, accept).await;
+    })
+    .detach();
+    // Read the 101 head; the server sends nothing else unprompted.
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(client.read(&mut b).await.unwrap(), 1, "101 head");
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    (client, Connection::client(CodecConfig::default(), 7))
+}
+
+/// The next event from the server, or `None` if nothing arrives for a while
+/// (used only to show that something is being held).
+async fn next_event(client: &mut TcpStream, conn: &mut Connection) -> Option<Event> {
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Poll::Event(e) = conn.next_event().unwrap() {
+            return Some(e);
+        }
+        let read = or(
+            async { Some(client.read(&mut buf).await.unwrap()) },
+            async {
+                glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
+                None
+            },
+        )
+        .await?;
+        assert!(read > 0, "server closed the connection");
+        conn.feed(&buf[..read]);
+    }
+}
+
+async fn send_text(client: &mut TcpStream, conn: &mut Connection, text: &str) {
+    conn.send_text(text).unwrap();
+    let out = conn.take_output();
+    client.write_all(&out).await.unwrap();
+}
+
+/// Waits (bounded) until the object's write reached the commit path.
+async fn until_commit_started(verdicts: &CommitVerdicts) {
+    for _ in 0..1000 {
+        settle().await;
+        if verdicts.started() > 0 {
+            return;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the message's write never reached the commit path");
+}
+
+async fn rig() -> (ObjectHost, CommitVerdicts) {
+    let (path, verdicts) = ScriptedCommits::new();
+    let store = Store::open(StoreOptions::default(), Rc::new(path))
+        .await
+        .unwrap();
+    let mut classes = Classes::new();
+    classes.register("writer", || Writer);
+    let host = ObjectHost::new(
+        HostConfig::default(),
+        classes,
+        store,
+        crate::host::system_clock(),
+    );
+    (host, verdicts)
+}
+
+#[test]
+fn a_frame_sent_after_a_write_leaves_only_once_the_write_is_durable() {
+    run_local(async {
+        let (host, verdicts) = rig().await;
+        let (mut client, mut conn) = connect(&host).await;
+        send_text(&mut client, &mut conn, "hello").await;
+        until_commit_started(&verdicts).await;
+        assert_eq!(
+            next_event(&mut client, &mut conn).await,
+            None,
+            "held by the gate"
+        );
+        verdicts.release();
+        let e = next_event(&mut client, &mut conn).await;
+        assert_eq!(e, Some(Event::Text(Bytes::from_static(b"stored"))));
+        assert_eq!(host.ws_metrics().messages_out, 1);
+    });
+}
+
+#[test]
+fn a_failed_commit_never_releases_the_frame_and_closes_with_1011() {
+    run_local(async {
+        let (host, verdicts) = rig().await;
+        let (mut client, mut conn) = connect(&host).await;
+        send_text(&mut client, &mut conn, "hello").await;
+        until_commit_started(&verdicts).await;
+        verdicts.fail("injected fdatasync failure");
+        match next_event(&mut client, &mut conn).await {
+            Some(Event::Close(Some(f))) => assert_eq!(f.code, 1011),
+            other => panic!("expected a 1011 close, got {other:?}"),
+        }
+    });
+}
