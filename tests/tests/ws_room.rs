@@ -84,10 +84,34 @@ fn texts(history: &Value) -> Vec<String> {
         .collect()
 }
 
+/// 1000 client sockets need more than the common soft limit of 1024 files;
+/// returns the soft limit now in force.
+fn raise_open_files_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit for getrlimit to fill and setrlimit to read.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+    }
+    lim.rlim_cur as u64
+}
+
 #[test]
 fn a_thousand_sockets_on_four_shards_each_receive_every_other_members_messages_in_order() {
     const MEMBERS: usize = 1000;
     const PER_MEMBER: usize = 2;
+    let files = raise_open_files_limit();
+    assert!(
+        files >= MEMBERS as u64 + 100,
+        "this test needs {} open files and the hard limit is {files}: raise `ulimit -Hn`",
+        MEMBERS + 100
+    );
     let s = Server::start(4);
     let mut sockets = Vec::with_capacity(MEMBERS);
     for i in 0..MEMBERS {
