@@ -378,3 +378,45 @@ fn a_message_over_the_limit_closes_the_socket_with_1009() {
         }
     }
 }
+
+#[test]
+fn the_server_pings_a_quiet_socket_and_closes_an_idle_one_with_1001() {
+    let dir = temp_dir("ws-idle");
+    let args = [
+        "--ws-ping-interval-ms",
+        "200",
+        "--ws-idle-timeout-ms",
+        "1500",
+    ];
+    let s = Server::start_with(&dir, 1, &args).expect("starts");
+    // A client that reads sees the server's ping (and tungstenite answers it).
+    let mut ws = connect(&s, "/echo/quiet");
+    loop {
+        match ws.read().expect("read") {
+            Message::Ping(_) => break,
+            other => panic!("expected a ping, got {other:?}"),
+        }
+    }
+    // A client that never sends anything, not even a pong, is closed with 1001.
+    let mut raw = TcpStream::connect(s.addr).expect("connect");
+    raw.set_read_timeout(Some(WAIT)).expect("timeout");
+    let req = format!(
+        "GET /echo/idle HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        s.addr
+    );
+    std::io::Write::write_all(&mut raw, req.as_bytes()).expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let close_1001 = [0x88u8, 0x0e, 0x03, 0xe9];
+    while !got.windows(4).any(|w| w == close_1001) {
+        let n = std::io::Read::read(&mut raw, &mut buf).expect("read");
+        assert!(n > 0, "connection ended without a 1001 close: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 101"));
+    assert!(
+        got.windows(2).any(|w| w == [0x89, 0x00]),
+        "a ping came first"
+    );
+}
