@@ -343,6 +343,33 @@ impl ObjectHost {
             .count()
     }
 
+    /// Sockets in this shard's table (open, or closed with their close
+    /// handler still to run).
+    pub fn socket_count(&self) -> usize {
+        self.inner.sockets.len()
+    }
+
+    /// Starts closing every socket on this shard with `code` (after what is
+    /// already queued on it): used when the server stops.
+    pub fn close_all_sockets(&self, code: u16, reason: &str) {
+        let table = &self.inner.sockets;
+        for id in table.objects() {
+            for e in table.of_object(&id) {
+                if e.sendable() {
+                    table.push(
+                        &e,
+                        Out::Close {
+                            gate: None,
+                            code,
+                            reason: reason.to_string(),
+                        },
+                    );
+                    e.state.set(SockState::Closing);
+                }
+            }
+        }
+    }
+
     /// Moves a WebSocket connection to its owning shard.
     pub(crate) fn forward_socket(&self, shard: u32, h: Box<Handoff>) -> Result<(), Box<Handoff>> {
         let fwd = self.inner.forwarder.borrow().clone();

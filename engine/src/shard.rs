@@ -320,9 +320,11 @@ async fn run_shard(
     while !stopping.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
     }
-    // Graceful stop: let requests already being handled finish (bounded).
+    // Graceful stop: let requests already being handled finish and sockets
+    // close with 1001 "going away" (bounded).
+    shard.host.close_all_sockets(1001, "server shutting down");
     for _ in 0..(SHUTDOWN_DRAIN_MS / STOP_POLL_MS) {
-        if in_flight.get() == 0 {
+        if in_flight.get() == 0 && shard.host.socket_count() == 0 {
             break;
         }
         glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;

@@ -420,3 +420,22 @@ fn the_server_pings_a_quiet_socket_and_closes_an_idle_one_with_1001() {
         "a ping came first"
     );
 }
+
+#[test]
+fn a_stopping_server_closes_its_sockets_with_1001() {
+    let s = Server::start(2);
+    let (mut a, _) = join(&s, "stop", "a");
+    let closer = std::thread::spawn(move || s.terminate());
+    loop {
+        match a.read() {
+            Ok(Message::Close(Some(f))) => {
+                assert_eq!(u16::from(f.code), 1001);
+                break;
+            }
+            Ok(Message::Close(None)) => panic!("close without a code"),
+            Ok(_) => {}
+            Err(e) => panic!("connection ended without a close frame: {e}"),
+        }
+    }
+    assert!(closer.join().expect("terminate").success());
+}

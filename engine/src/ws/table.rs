@@ -194,6 +194,10 @@ impl SocketTable {
         e
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.borrow().len()
+    }
+
     pub(crate) fn get(&self, id: SocketId) -> Option<Rc<SocketEntry>> {
         self.by_id.borrow().get(&id).cloned()
     }
