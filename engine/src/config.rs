@@ -498,6 +498,38 @@ mod tests {
     }
 
     #[test]
+    fn websocket_limits_come_from_flags_and_environment() {
+        let d = run(&[], &[]).unwrap();
+        assert_eq!(
+            (
+                d.ws_message_bytes_max,
+                d.ws_send_buffer_bytes_max,
+                d.ws_attachment_bytes_max
+            ),
+            (1 << 20, 1 << 20, 2048)
+        );
+        assert_eq!(
+            (d.ws_ping_interval_ms, d.ws_idle_timeout_ms),
+            (30_000, 120_000)
+        );
+        let env = [
+            ("CAIRN_WS_IDLE_TIMEOUT_MS", "0"),
+            ("CAIRN_WS_MESSAGE_BYTES_MAX", "7"),
+        ];
+        let c = run(
+            &[
+                "--ws-message-bytes-max",
+                "16777216",
+                "--ws-ping-interval-ms=5",
+            ],
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.ws_message_bytes_max, 16 << 20);
+        assert_eq!((c.ws_ping_interval_ms, c.ws_idle_timeout_ms), (5, 0));
+    }
+
+    #[test]
     fn bad_command_lines_say_what_is_wrong() {
         check_err(&["--nope"], "unknown option --nope; see --help");
         check_err(
