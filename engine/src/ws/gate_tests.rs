@@ -1,6 +1,7 @@
 //! Tests of WebSockets against the object runtime over a real loopback
 //! socket: the output gate holds a frame that follows a write until the write
-//! is durable, and a failed commit never releases it.
+//! is durable, a failed commit never releases it, and broadcasts reach
+//! exactly the tagged sockets other than the sender.
 
 use std::rc::Rc;
 
@@ -18,12 +19,19 @@ use crate::store::{CommitVerdicts, ScriptedCommits, Store, StoreOptions};
 use crate::testing::{run_local, settle};
 use crate::ws::{Message, SocketId};
 
-/// Accepts every upgrade; on a message, writes it to storage, then answers "stored".
+/// Accepts every upgrade, tagged with its `tag` query parameter. A message
+/// `to:<tag>` is broadcast to the sockets with that tag except the sender,
+/// and the sender gets the count; any other message is written to storage
+/// and answered "stored".
 struct Writer;
 
 impl Object for Writer {
-    fn fetch<'a>(&'a mut self, ctx: &'a Context, _req: Request) -> LocalFuture<'a, Response> {
-        let r = match ctx.websockets().accept(&[]) {
+    fn fetch<'a>(&'a mut self, ctx: &'a Context, req: Request) -> LocalFuture<'a, Response> {
+        let tag = req
+            .query_param("tag")
+            .map(|t| String::from_utf8_lossy(&t).into_owned());
+        let tags: Vec<&str> = tag.iter().map(String::as_str).collect();
+        let r = match ctx.websockets().accept(&tags) {
             Ok(_) => Response::switching_protocols(),
             Err(e) => Response::new(400, e.to_string()),
         };
@@ -39,14 +47,25 @@ impl Object for Writer {
         let Message::Text(t) = msg else {
             return Box::pin(std::future::ready(()));
         };
+        let ws = ctx.websockets();
+        if let Some(tag) = t.strip_prefix("to:") {
+            let n = ws.broadcast_text(&format!("for {tag}"), Some(tag), Some(socket));
+            ws.send_text(socket, &format!("sent {n} of {}", ws.list(Some(tag)).len()))
+                .unwrap();
+            return Box::pin(std::future::ready(()));
+        }
         ctx.storage().put(b"last", t.as_bytes()).unwrap();
-        ctx.websockets().send_text(socket, "stored").unwrap();
+        ws.send_text(socket, "stored").unwrap();
         Box::pin(std::future::ready(()))
     }
 }
 
 /// A connected client whose socket is owned by `host`, past the 101.
 async fn connect(host: &ObjectHost) -> (TcpStream, Connection) {
+    connect_to(host, "/").await
+}
+
+async fn connect_to(host: &ObjectHost, path: &str) -> (TcpStream, Connection) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let client = glommio::spawn_local(async move { TcpStream::connect(addr).await.unwrap() });
@@ -64,7 +83,7 @@ async fn connect(host: &ObjectHost) -> (TcpStream, Connection) {
         id: id_from_name("writer", b"w"),
         name: Some(b"w".to_vec()),
     };
-    let req = Request::new("GET", "/");
+    let req = Request::new("GET", path);
     let h = host.clone();
     glommio::spawn_local(async move {
         super::upgrade::adopt_local(&h, server, Bytes::new(), target, req, accept).await;
@@ -171,5 +190,27 @@ fn a_failed_commit_never_releases_the_frame_and_closes_with_1011() {
             Some(Event::Close(Some(f))) => assert_eq!(f.code, 1011),
             other => panic!("expected a 1011 close, got {other:?}"),
         }
+    });
+}
+
+#[test]
+fn broadcasts_reach_the_tagged_sockets_except_the_sender() {
+    run_local(async {
+        let (host, _verdicts) = rig().await;
+        let (mut a1, mut c1) = connect_to(&host, "/?tag=a").await;
+        let (mut a2, mut c2) = connect_to(&host, "/?tag=a").await;
+        let (mut b, mut cb) = connect_to(&host, "/?tag=b").await;
+        send_text(&mut a1, &mut c1, "to:a").await;
+        let text = |e: Option<Event>| match e {
+            Some(Event::Text(t)) => String::from_utf8_lossy(&t).into_owned(),
+            other => panic!("expected text, got {other:?}"),
+        };
+        assert_eq!(text(next_event(&mut a2, &mut c2).await), "for a");
+        assert_eq!(text(next_event(&mut a1, &mut c1).await), "sent 1 of 2");
+        assert_eq!(next_event(&mut b, &mut cb).await, None, "b is not tagged a");
+        send_text(&mut b, &mut cb, "to:a").await;
+        assert_eq!(text(next_event(&mut b, &mut cb).await), "sent 2 of 2");
+        assert_eq!(text(next_event(&mut a1, &mut c1).await), "for a");
+        assert_eq!(text(next_event(&mut a2, &mut c2).await), "for a");
     });
 }
