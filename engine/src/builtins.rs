@@ -21,6 +21,17 @@ pub fn register(classes: &mut Classes) {
     classes.register("room", room::Room::default);
 }
 
+/// The response for an upgrade `accept` refused: 503 when the object has
+/// all the sockets it may have, else 400.
+fn accept_refused(e: &crate::ws::WsError) -> Response {
+    match e {
+        crate::ws::WsError::TooManySockets { .. } => {
+            Response::error(ErrorCode::Overloaded, &e.to_string())
+        }
+        _ => Response::error(ErrorCode::BadRequest, &e.to_string()),
+    }
+}
+
 fn storage_error(e: &StorageError) -> Response {
     match e {
         StorageError::KeyTooLarge { .. }

@@ -56,6 +56,9 @@ pub struct Config {
     pub ws_idle_timeout_ms: u64,
     /// Largest per-socket attachment. Default 2048.
     pub ws_attachment_bytes_max: usize,
+    /// Open WebSockets one object may have; more upgrades are refused with 503.
+    /// Default 32768.
+    pub ws_sockets_per_object_max: usize,
 }
 
 impl Default for Config {
@@ -82,6 +85,7 @@ impl Default for Config {
             ws_ping_interval_ms: 30_000,
             ws_idle_timeout_ms: 120_000,
             ws_attachment_bytes_max: 2048,
+            ws_sockets_per_object_max: 32768,
         }
     }
 }
@@ -188,6 +192,11 @@ const OPTIONS: &[OptSpec] = &[
         flag: "ws-attachment-bytes-max",
         env: "CAIRN_WS_ATTACHMENT_BYTES_MAX",
         help: "largest per-socket attachment [default: 2048]",
+    },
+    OptSpec {
+        flag: "ws-sockets-per-object-max",
+        env: "CAIRN_WS_SOCKETS_PER_OBJECT_MAX",
+        help: "open WebSockets per object; 503 above [default: 32768]",
     },
 ];
 
@@ -324,6 +333,7 @@ fn set(cfg: &mut Config, flag: &str, v: &str, source: &str) -> Result<(), Config
         "ws-ping-interval-ms" => cfg.ws_ping_interval_ms = num(source, v)?,
         "ws-idle-timeout-ms" => cfg.ws_idle_timeout_ms = num(source, v)?,
         "ws-attachment-bytes-max" => cfg.ws_attachment_bytes_max = num(source, v)?,
+        "ws-sockets-per-object-max" => cfg.ws_sockets_per_object_max = num(source, v)?,
         _ => unreachable!("flag {flag} is in OPTIONS but has no setter"),
     }
     Ok(())
@@ -527,6 +537,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.ws_message_bytes_max, 16 << 20);
         assert_eq!((c.ws_ping_interval_ms, c.ws_idle_timeout_ms), (5, 0));
+        assert_eq!(d.ws_sockets_per_object_max, 32768);
+        let c = run(&["--ws-sockets-per-object-max", "2"], &[]).unwrap();
+        assert_eq!(c.ws_sockets_per_object_max, 2);
     }
 
     #[test]

@@ -265,6 +265,7 @@ async fn run_shard(
             ping_interval_ms: config.ws_ping_interval_ms,
             idle_timeout_ms: config.ws_idle_timeout_ms,
             attachment_bytes_max: config.ws_attachment_bytes_max,
+            sockets_per_object_max: config.ws_sockets_per_object_max,
             ..WsLimits::default()
         },
         ..HostConfig::default()

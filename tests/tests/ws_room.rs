@@ -437,3 +437,21 @@ fn a_stopping_server_closes_its_sockets_with_1001() {
     }
     assert!(closer.join().expect("terminate").success());
 }
+
+#[test]
+fn an_object_refuses_sockets_past_its_limit_with_503() {
+    let dir = temp_dir("ws-limit");
+    let s = Server::start_with(&dir, 1, &["--ws-sockets-per-object-max", "2"]).expect("starts");
+    let _a = connect(&s, "/echo/full");
+    let _b = connect(&s, "/echo/full");
+    let stream = TcpStream::connect(s.addr).unwrap();
+    let url = format!("ws://{}/echo/full", s.addr);
+    match tungstenite::client(url.as_str(), stream) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            assert_eq!(resp.status().as_u16(), 503)
+        }
+        other => panic!("expected a 503 refusal, got {:?}", other.map(|_| ())),
+    }
+    // Another object is not affected.
+    let _c = connect(&s, "/echo/other");
+}

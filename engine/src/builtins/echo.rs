@@ -3,6 +3,7 @@
 //! (Autobahn, `docs/PROTOCOL.md`) and as the smallest example of a socket
 //! class. Plain HTTP requests get 426.
 
+use super::accept_refused;
 use crate::context::Context;
 use crate::object::{ErrorCode, LocalFuture, Object, Request, Response};
 use crate::ws::{Message, SocketId};
@@ -21,7 +22,7 @@ impl Object for Echo {
             }
             match ctx.websockets().accept(&[]) {
                 Ok(_) => Response::switching_protocols(),
-                Err(e) => Response::error(ErrorCode::BadRequest, &e.to_string()),
+                Err(e) => accept_refused(&e),
             }
         })
     }

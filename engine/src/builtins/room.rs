@@ -19,6 +19,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 
+use super::accept_refused;
 use crate::context::Context;
 use crate::object::{ErrorCode, LocalFuture, Object, Request, Response, json_escape};
 use crate::store::{ListOptions, StorageError};
@@ -200,7 +201,7 @@ impl Object for Room {
                 let tags: &[&str] = if ephemeral { &[EPHEMERAL_TAG] } else { &[] };
                 let socket = match ctx.websockets().accept(tags) {
                     Ok(s) => s,
-                    Err(e) => return Response::error(ErrorCode::BadRequest, &e.to_string()),
+                    Err(e) => return accept_refused(&e),
                 };
                 // Heartbeats are answered by the engine, even while the room hibernates.
                 ctx.websockets().set_auto_response(PING, PONG);

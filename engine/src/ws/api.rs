@@ -49,6 +49,11 @@ pub enum WsError {
     ReasonTooLong,
     /// The socket's send buffer overflowed; it is being closed with 1008.
     SlowConsumer(SocketId),
+    /// The object already has `ws_sockets_per_object_max` sockets.
+    TooManySockets {
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl fmt::Display for WsError {
@@ -63,6 +68,9 @@ impl fmt::Display for WsError {
             WsError::BadCloseCode(c) => write!(f, "close code {c} may not be sent"),
             WsError::ReasonTooLong => f.write_str("close reason over 123 bytes"),
             WsError::SlowConsumer(id) => write!(f, "socket {id} fell behind and is closing"),
+            WsError::TooManySockets { max } => {
+                write!(f, "the object already has its maximum of {max} sockets")
+            }
         }
     }
 }
@@ -93,6 +101,10 @@ impl WebSockets<'_> {
         let table = &ctx.host.sockets;
         if table.get(id).is_some() {
             return Err(WsError::AlreadyAccepted);
+        }
+        let max = table.limits.sockets_per_object_max;
+        if table.count_of(&ctx.id()) >= max {
+            return Err(WsError::TooManySockets { max });
         }
         let tags = tags.iter().map(|t| t.to_string()).collect();
         table.insert(id, ctx.obj.target.clone(), tags);

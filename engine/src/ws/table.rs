@@ -39,6 +39,8 @@ pub struct WsLimits {
     pub attachment_bytes_max: usize,
     /// How long a closing socket may take to flush and finish the close handshake. Default 2000.
     pub close_grace_ms: u64,
+    /// Open sockets one object may have; `accept` refuses more. Default 32768.
+    pub sockets_per_object_max: usize,
 }
 
 impl Default for WsLimits {
@@ -50,6 +52,7 @@ impl Default for WsLimits {
             idle_timeout_ms: 120_000,
             attachment_bytes_max: 2048,
             close_grace_ms: 2000,
+            sockets_per_object_max: 32768,
         }
     }
 }
@@ -234,6 +237,11 @@ impl SocketTable {
     /// Objects that have sockets.
     pub(crate) fn objects(&self) -> Vec<ObjectId> {
         self.by_object.borrow().keys().copied().collect()
+    }
+
+    /// How many sockets (open or closing) the object has.
+    pub(crate) fn count_of(&self, id: &ObjectId) -> usize {
+        self.by_object.borrow().get(id).map_or(0, Vec::len)
     }
 
     pub(crate) fn has_sockets(&self, id: &ObjectId) -> bool {
