@@ -58,7 +58,7 @@ fn main() -> std::process::ExitCode {
     let once = args.iter().any(|a| a == "--once");
     args.retain(|a| a != "--once");
     let cfg = match config::parse(args, |k| std::env::var(k).ok()) {
-        Ok(Command::Run(cfg)) => cfg,
+        Ok(Command::Run(cfg)) => *cfg,
         Ok(Command::Help(text)) => {
             println!(
                 "{text}  --once                                 exit after the in-process calls"

@@ -1,6 +1,7 @@
-//! The built-in object classes the `cairn` server hosts: `counter` and `kv`,
-//! and the article's patterns (`property`, `ratelimit`, `session`, `events`,
-//! `cache`). Their HTTP routes are documented in `docs/HTTP-API.md`.
+//! The built-in object classes the `cairn` server hosts: `counter` and `kv`;
+//! the article's patterns (`property`, `ratelimit`, `session`, `events`,
+//! `cache`); and the WebSocket classes `echo` and `room`. Their HTTP routes
+//! are documented in `docs/HTTP-API.md`.
 
 pub mod cache;
 mod common;
@@ -8,6 +9,9 @@ pub mod events;
 pub mod property;
 pub mod ratelimit;
 pub mod session;
+
+pub mod echo;
+pub mod room;
 
 use bytes::Bytes;
 
@@ -26,6 +30,19 @@ pub fn register(classes: &mut Classes) {
     classes.register("session", || session::Session);
     classes.register("events", events::Events::default);
     classes.register("cache", cache::Cache::default);
+    classes.register("echo", || echo::Echo);
+    classes.register("room", room::Room::default);
+}
+
+/// The response for an upgrade `accept` refused: 503 when the object has
+/// all the sockets it may have, else 400.
+fn accept_refused(e: &crate::ws::WsError) -> Response {
+    match e {
+        crate::ws::WsError::TooManySockets { .. } => {
+            Response::error(ErrorCode::Overloaded, &e.to_string())
+        }
+        _ => Response::error(ErrorCode::BadRequest, &e.to_string()),
+    }
 }
 
 fn storage_error(e: &StorageError) -> Response {

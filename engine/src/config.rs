@@ -64,6 +64,23 @@ pub struct Config {
     /// its thread. Spinning trades an idle core's CPU for wake-up latency; use
     /// it only with `pin` on dedicated cores. Default 0 (park at once).
     pub park_spin_us: u64,
+    /// Largest incoming WebSocket message; larger ones close the socket with 1009.
+    /// Default 1048576 (1 MiB).
+    pub ws_message_bytes_max: usize,
+    /// Bytes queued for one WebSocket before it is closed as a slow consumer
+    /// (1008). Default 1048576 (1 MiB).
+    pub ws_send_buffer_bytes_max: usize,
+    /// A server ping goes out after this long without input from a socket;
+    /// 0 disables. Default 30000.
+    pub ws_ping_interval_ms: u64,
+    /// A socket with no input for this long is closed (1001); 0 disables.
+    /// Default 120000.
+    pub ws_idle_timeout_ms: u64,
+    /// Largest per-socket attachment. Default 2048.
+    pub ws_attachment_bytes_max: usize,
+    /// Open WebSockets one object may have; more upgrades are refused with 503.
+    /// Default 32768.
+    pub ws_sockets_per_object_max: usize,
 }
 
 impl Default for Config {
@@ -92,6 +109,12 @@ impl Default for Config {
             keepalive_timeout_ms: 60_000,
             write_timeout_ms: 30_000,
             park_spin_us: 0,
+            ws_message_bytes_max: 1 << 20,
+            ws_send_buffer_bytes_max: 1 << 20,
+            ws_ping_interval_ms: 30_000,
+            ws_idle_timeout_ms: 120_000,
+            ws_attachment_bytes_max: 2048,
+            ws_sockets_per_object_max: 32768,
         }
     }
 }
@@ -209,13 +232,43 @@ const OPTIONS: &[OptSpec] = &[
         env: "CAIRN_PARK_SPIN_US",
         help: "an idle shard polls this long before sleeping; for pinned, dedicated cores [default: 0]",
     },
+    OptSpec {
+        flag: "ws-message-bytes-max",
+        env: "CAIRN_WS_MESSAGE_BYTES_MAX",
+        help: "largest WebSocket message; 1009 above [default: 1048576]",
+    },
+    OptSpec {
+        flag: "ws-send-buffer-bytes-max",
+        env: "CAIRN_WS_SEND_BUFFER_BYTES_MAX",
+        help: "bytes queued per socket before a 1008 close [default: 1048576]",
+    },
+    OptSpec {
+        flag: "ws-ping-interval-ms",
+        env: "CAIRN_WS_PING_INTERVAL_MS",
+        help: "server ping after ms without input; 0 off [default: 30000]",
+    },
+    OptSpec {
+        flag: "ws-idle-timeout-ms",
+        env: "CAIRN_WS_IDLE_TIMEOUT_MS",
+        help: "close a socket after ms without input; 0 off [default: 120000]",
+    },
+    OptSpec {
+        flag: "ws-attachment-bytes-max",
+        env: "CAIRN_WS_ATTACHMENT_BYTES_MAX",
+        help: "largest per-socket attachment [default: 2048]",
+    },
+    OptSpec {
+        flag: "ws-sockets-per-object-max",
+        env: "CAIRN_WS_SOCKETS_PER_OBJECT_MAX",
+        help: "open WebSockets per object; 503 above [default: 32768]",
+    },
 ];
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Run the server with this configuration.
-    Run(Config),
+    Run(Box<Config>),
     /// Print this help text and exit successfully.
     Help(String),
     /// Print the version and exit successfully.
@@ -295,7 +348,7 @@ where
         set(&mut cfg, &flag, &value, &format!("--{flag}"))?;
     }
     validate(&cfg)?;
-    Ok(Command::Run(cfg))
+    Ok(Command::Run(Box::new(cfg)))
 }
 
 fn parse_bool(source: &str, v: &str) -> Result<bool, ConfigError> {
@@ -346,6 +399,12 @@ fn set(cfg: &mut Config, flag: &str, v: &str, source: &str) -> Result<(), Config
         "keepalive-timeout-ms" => cfg.keepalive_timeout_ms = num(source, v)?,
         "write-timeout-ms" => cfg.write_timeout_ms = num(source, v)?,
         "park-spin-us" => cfg.park_spin_us = num(source, v)?,
+        "ws-message-bytes-max" => cfg.ws_message_bytes_max = num(source, v)?,
+        "ws-send-buffer-bytes-max" => cfg.ws_send_buffer_bytes_max = num(source, v)?,
+        "ws-ping-interval-ms" => cfg.ws_ping_interval_ms = num(source, v)?,
+        "ws-idle-timeout-ms" => cfg.ws_idle_timeout_ms = num(source, v)?,
+        "ws-attachment-bytes-max" => cfg.ws_attachment_bytes_max = num(source, v)?,
+        "ws-sockets-per-object-max" => cfg.ws_sockets_per_object_max = num(source, v)?,
         _ => unreachable!("flag {flag} is in OPTIONS but has no setter"),
     }
     Ok(())
@@ -491,7 +550,7 @@ mod tests {
             env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
         })?;
         match got {
-            Command::Run(c) => Ok(c),
+            Command::Run(c) => Ok(*c),
             other => panic!("expected Run, got {other:?}"),
         }
     }
@@ -570,6 +629,41 @@ mod tests {
     fn check_err(args: &[&str], expected: &str) {
         let e = run(args, &[]).unwrap_err();
         assert_eq!(e.to_string(), expected, "{args:?}");
+    }
+
+    #[test]
+    fn websocket_limits_come_from_flags_and_environment() {
+        let d = run(&[], &[]).unwrap();
+        assert_eq!(
+            (
+                d.ws_message_bytes_max,
+                d.ws_send_buffer_bytes_max,
+                d.ws_attachment_bytes_max
+            ),
+            (1 << 20, 1 << 20, 2048)
+        );
+        assert_eq!(
+            (d.ws_ping_interval_ms, d.ws_idle_timeout_ms),
+            (30_000, 120_000)
+        );
+        let env = [
+            ("CAIRN_WS_IDLE_TIMEOUT_MS", "0"),
+            ("CAIRN_WS_MESSAGE_BYTES_MAX", "7"),
+        ];
+        let c = run(
+            &[
+                "--ws-message-bytes-max",
+                "16777216",
+                "--ws-ping-interval-ms=5",
+            ],
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.ws_message_bytes_max, 16 << 20);
+        assert_eq!((c.ws_ping_interval_ms, c.ws_idle_timeout_ms), (5, 0));
+        assert_eq!(d.ws_sockets_per_object_max, 32768);
+        let c = run(&["--ws-sockets-per-object-max", "2"], &[]).unwrap();
+        assert_eq!(c.ws_sockets_per_object_max, 2);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What a handler can reach: its object's identity, storage (the Durable
-//! Objects KV API), alarms, the output-gate opt-out, and stubs to call other
-//! objects.
+//! Objects KV API), alarms, its WebSockets, the output-gate opt-out, and stubs
+//! to call other objects.
 //!
 //! **Atomicity:** storage writes return as soon as they are applied in memory
 //! (later reads see them). Every write made without an intervening suspending
@@ -22,6 +22,7 @@ use crate::id::{ObjectId, id_from_name};
 use crate::object::{Request, Response};
 use crate::retry::RetryPolicy;
 use crate::store::{Batch, ListOptions, StorageError, Value};
+use crate::ws::{SocketId, WebSockets};
 
 /// Namespace byte in front of every user key.
 pub const NS_USER: u8 = 0x01;
@@ -46,6 +47,8 @@ pub struct Context {
     pub(crate) host: Rc<HostInner>,
     pub(crate) obj: Rc<ObjectState>,
     pub(crate) unconfirmed: Cell<bool>,
+    /// The socket a WebSocket upgrade `fetch` may accept.
+    pub(crate) upgrade: Cell<Option<SocketId>>,
 }
 
 impl Context {
@@ -72,6 +75,12 @@ impl Context {
     /// This object's storage.
     pub fn storage(&self) -> Storage<'_> {
         Storage { ctx: self }
+    }
+
+    /// This object's WebSockets: accept an upgrade, list, send, broadcast,
+    /// close, attachments (see `ws.rs`).
+    pub fn websockets(&self) -> WebSockets<'_> {
+        WebSockets { ctx: self }
     }
 
     /// Releases this event's response without waiting for its writes to be

@@ -31,6 +31,14 @@
 //! `failed_flush_never_releases_response`,
 //! `object_handles_next_event_while_previous_write_commits`.
 //!
+//! # WebSocket events
+//!
+//! Messages, errors and closes of an object's sockets enter the same input
+//! queue as requests and alarms, so they obey the input gate. The sockets
+//! themselves live in the shard's socket table (`ws::table`), not in the
+//! object: an idle object with open sockets is evicted (hibernated) like any
+//! other, and the next socket event re-activates it. See `ws.rs`.
+//!
 //! # Panics
 //!
 //! Each poll of a handler runs under `catch_unwind`. A panic answers its
@@ -53,6 +61,9 @@ use crate::context::{Context, META_ALARM, META_CLASS, META_NAME};
 use crate::id::{ObjectId, shard_of};
 use crate::object::{Classes, ErrorCode, Object, ObjectFactory, Request, Response};
 use crate::store::{Store, Ticket};
+use crate::ws::table::{Out, SockState, SocketEntry, SocketTable};
+use crate::ws::upgrade::Handoff;
+use crate::ws::{Message, SocketId, WsLimits, WsMetrics};
 
 /// The runtime's limits and identity on one shard.
 #[derive(Debug, Clone)]
@@ -77,6 +88,8 @@ pub struct HostConfig {
     pub alarm_attempts_max: u32,
     /// First retry delay; doubles per attempt. Default 1000.
     pub alarm_backoff_ms_base: u64,
+    /// WebSocket limits and timers.
+    pub ws: WsLimits,
 }
 
 impl Default for HostConfig {
@@ -92,6 +105,7 @@ impl Default for HostConfig {
             batch_keys_max: 128,
             alarm_attempts_max: 6,
             alarm_backoff_ms_base: 1000,
+            ws: WsLimits::default(),
         }
     }
 }
@@ -121,6 +135,13 @@ pub trait Forwarder {
     /// to `reply`. The default, for a single shard, has none to collect.
     fn gather(&self, reply: StatsReply) {
         reply(Vec::new());
+    }
+
+    /// Moves a WebSocket connection to shard `shard`; gives it back if the
+    /// mailbox is full. The default (no other shards) always gives it back.
+    fn forward_socket(&self, shard: u32, socket: Box<Handoff>) -> Result<(), Box<Handoff>> {
+        let _ = shard;
+        Err(socket)
     }
 }
 
@@ -228,15 +249,35 @@ impl ObjectState {
     }
 }
 
-enum Event {
+/// One entry of an object's input queue.
+pub(crate) enum Event {
+    /// A request; `upgrade` is set for a WebSocket upgrade the object may
+    /// accept; `chain` is the call chain it carries.
     Fetch {
         req: Request,
         reply: Reply,
         chain: Rc<CallChain>,
+        upgrade: Option<SocketId>,
     },
     Alarm {
         scheduled_ms: u64,
         attempt: u32,
+    },
+    WsMessage {
+        socket: Rc<SocketEntry>,
+        msg: Message,
+    },
+    WsError {
+        socket: Rc<SocketEntry>,
+        error: String,
+    },
+    /// The socket's connection is over (or, with `echo`, the peer started the
+    /// close and our echo waits for this event's handler).
+    WsClose {
+        socket: Rc<SocketEntry>,
+        code: u16,
+        reason: String,
+        echo: bool,
     },
 }
 
@@ -285,6 +326,7 @@ pub struct HostMetrics {
 pub(crate) struct HostInner {
     pub(crate) cfg: HostConfig,
     pub(crate) store: Store,
+    pub(crate) sockets: SocketTable,
     classes: Classes,
     clock: Clock,
     active: RefCell<HashMap<ObjectId, Rc<Active>>>,
@@ -323,6 +365,7 @@ impl ObjectHost {
         let (tx, rx) = local_channel::new_bounded(1);
         ObjectHost {
             inner: Rc::new(HostInner {
+                sockets: SocketTable::new(cfg.shard_id, cfg.ws),
                 cfg,
                 store,
                 classes,
@@ -376,6 +419,67 @@ impl ObjectHost {
     /// Routes `req` to `target` and waits for the response.
     pub async fn call(&self, target: Target, req: Request) -> Response {
         HostInner::call(&self.inner, target, req).await
+    }
+
+    /// WebSocket counters so far.
+    pub fn ws_metrics(&self) -> WsMetrics {
+        self.inner.sockets.metrics.borrow().clone()
+    }
+
+    /// Open sockets per class, sorted by class.
+    pub fn open_sockets_by_class(&self) -> Vec<(String, usize)> {
+        self.inner.sockets.count_by_class()
+    }
+
+    /// Objects with open sockets that are not in memory (hibernated).
+    pub fn hibernated_objects(&self) -> usize {
+        let active = self.inner.active.borrow();
+        self.inner
+            .sockets
+            .objects()
+            .iter()
+            .filter(|id| !active.contains_key(id))
+            .count()
+    }
+
+    /// Sockets in this shard's table (open, or closed with their close
+    /// handler still to run).
+    pub fn socket_count(&self) -> usize {
+        self.inner.sockets.len()
+    }
+
+    /// Starts closing every socket on this shard with `code` (after what is
+    /// already queued on it): used when the server stops.
+    pub fn close_all_sockets(&self, code: u16, reason: &str) {
+        let table = &self.inner.sockets;
+        for id in table.objects() {
+            for e in table.of_object(&id) {
+                if e.sendable() {
+                    table.push(
+                        &e,
+                        Out::Close {
+                            gate: None,
+                            code,
+                            reason: reason.to_string(),
+                        },
+                    );
+                    e.state.set(SockState::Closing);
+                }
+            }
+        }
+    }
+
+    /// Moves a WebSocket connection to its owning shard.
+    pub(crate) fn forward_socket(&self, shard: u32, h: Box<Handoff>) -> Result<(), Box<Handoff>> {
+        let fwd = self.inner.forwarder.borrow().clone();
+        match fwd {
+            Some(f) => f.forward_socket(shard, h),
+            None => Err(h),
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &Rc<HostInner> {
+        &self.inner
     }
 
     /// Counters so far.
@@ -450,10 +554,16 @@ impl ObjectHost {
         let mut active = inner.active.borrow_mut();
         let evictable = |a: &Active| a.pending.get() == 0 && !a.state.has_unconfirmed_writes();
         let before = active.len();
-        active.retain(|_, a| {
-            !(evictable(a)
-                && now_ms.saturating_sub(a.last_used_ms.get()) >= inner.cfg.idle_ms_evict)
+        let mut hibernated = 0;
+        active.retain(|id, a| {
+            let go = evictable(a)
+                && now_ms.saturating_sub(a.last_used_ms.get()) >= inner.cfg.idle_ms_evict;
+            if go && inner.sockets.has_sockets(id) {
+                hibernated += 1;
+            }
+            !go
         });
+        inner.sockets.metrics.borrow_mut().hibernations += hibernated;
         let mut total: u64 = active.values().map(|a| a.memory_bytes.get()).sum();
         if total > inner.cfg.object_memory_bytes_max {
             let mut lru: Vec<(u64, ObjectId, u64)> = active
@@ -647,7 +757,48 @@ impl HostInner {
         } else {
             Rc::new(chain)
         };
-        if let Err(ev) = Self::enqueue(this, target, Event::Fetch { req, reply, chain }) {
+        let ev = Event::Fetch {
+            req,
+            reply,
+            chain,
+            upgrade: None,
+        };
+        if let Err(ev) = Self::enqueue(this, target, ev) {
+            let Event::Fetch { reply, .. } = *ev else {
+                unreachable!("we sent a fetch")
+            };
+            this.metrics.borrow_mut().overloaded += 1;
+            reply(Response::error(
+                ErrorCode::Overloaded,
+                "the object's queue is full; retry later",
+            ));
+        }
+    }
+
+    /// Delivers a WebSocket upgrade to a local object; the socket `socket`
+    /// becomes its if `fetch` accepts it.
+    pub(crate) fn dispatch_upgrade(
+        this: &Rc<HostInner>,
+        target: Target,
+        req: Request,
+        socket: SocketId,
+        reply: Reply,
+    ) {
+        if this.classes.get(&target.class).is_none() {
+            reply(Response::error(
+                ErrorCode::NotFound,
+                &format!("no class named {:?}", target.class),
+            ));
+            return;
+        }
+        this.metrics.borrow_mut().requests += 1;
+        let ev = Event::Fetch {
+            req,
+            reply,
+            chain: this.no_chain.clone(),
+            upgrade: Some(socket),
+        };
+        if let Err(ev) = Self::enqueue(this, target, ev) {
             let Event::Fetch { reply, .. } = *ev else {
                 unreachable!("we sent a fetch")
             };
@@ -699,7 +850,11 @@ impl HostInner {
 
     /// The input gate's entrance: appends `ev` to the object's queue, activating
     /// the object first if needed. Gives the event back if the queue is full.
-    fn enqueue(this: &Rc<HostInner>, target: Target, ev: Event) -> Result<(), Box<Event>> {
+    pub(crate) fn enqueue(
+        this: &Rc<HostInner>,
+        target: Target,
+        ev: Event,
+    ) -> Result<(), Box<Event>> {
         debug_assert_eq!(
             shard_of(&target.id, this.cfg.shard_count),
             this.cfg.shard_id
@@ -792,9 +947,16 @@ async fn run_object(
             host: host.clone(),
             obj: state.clone(),
             unconfirmed: Cell::new(false),
+            upgrade: Cell::new(None),
         };
         let panicked = match ev {
-            Event::Fetch { req, reply, chain } => {
+            Event::Fetch {
+                req,
+                reply,
+                chain,
+                upgrade,
+            } => {
+                ctx.upgrade.set(upgrade);
                 let outcome = Guarded {
                     fut: instance.fetch(&ctx, req),
                     host: &host,
@@ -825,6 +987,51 @@ async fn run_object(
                 scheduled_ms,
                 attempt,
             } => run_alarm(&host, &ctx, &mut instance, scheduled_ms, attempt).await,
+            Event::WsMessage { socket, msg } => {
+                let outcome = Guarded {
+                    fut: instance.websocket_message(&ctx, socket.id, msg),
+                    host: &host,
+                    chain: host.no_chain.clone(),
+                    me: state.target.id,
+                }
+                .await;
+                if outcome.is_err() {
+                    ws_handler_panicked(&host, &state, &socket);
+                }
+                outcome.is_err()
+            }
+            Event::WsError { socket, error } => {
+                let outcome = Guarded {
+                    fut: instance.websocket_error(&ctx, socket.id, error),
+                    host: &host,
+                    chain: host.no_chain.clone(),
+                    me: state.target.id,
+                }
+                .await;
+                outcome.is_err()
+            }
+            Event::WsClose {
+                socket,
+                code,
+                reason,
+                echo,
+            } => {
+                // The object may no longer send on it; broadcasts skip it.
+                socket.state.set(SockState::Ended);
+                let outcome = Guarded {
+                    fut: instance.websocket_close(&ctx, socket.id, code, reason),
+                    host: &host,
+                    chain: host.no_chain.clone(),
+                    me: state.target.id,
+                }
+                .await;
+                if echo {
+                    socket.queue.borrow_mut().push_back(Out::EchoClose);
+                    socket.wake();
+                }
+                host.sockets.remove(socket.id);
+                outcome.is_err()
+            }
         };
         if panicked {
             host.metrics.borrow_mut().panics += 1;
@@ -837,6 +1044,27 @@ async fn run_object(
             a.memory_bytes
                 .set(host.cfg.object_overhead_bytes + instance.memory_bytes() as u64);
         }
+    }
+}
+
+/// A message handler panicked: its socket is closed with 1011 (internal error),
+/// as the peer's message was not handled.
+fn ws_handler_panicked(host: &Rc<HostInner>, state: &ObjectState, socket: &SocketEntry) {
+    let rid = host.next_request_id();
+    eprintln!(
+        "cairn: websocket handler of {} panicked; request id {rid}",
+        state.target.id
+    );
+    if socket.sendable() {
+        host.sockets.push(
+            socket,
+            Out::Close {
+                gate: None,
+                code: 1011,
+                reason: format!("handler panicked; request id {rid}"),
+            },
+        );
+        socket.state.set(SockState::Closing);
     }
 }
 

@@ -248,11 +248,16 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
     // deadline is per phase, not per read, so a trickle of bytes cannot
     // extend it.
     let mut phase = (dec.state(), Instant::now());
+    let mut upgrade: Option<cairn_proto::http::Request> = None;
     loop {
         // Dispatch every complete request already buffered, up to the limit.
         let mut failed = false;
-        while queue.len() < PIPELINE_DEPTH_MAX {
+        while upgrade.is_none() && queue.len() < PIPELINE_DEPTH_MAX {
             match dec.decode(&mut buf) {
+                Ok(Some(req)) if crate::ws::upgrade::is_upgrade(&req) => {
+                    // Bytes after it belong to the WebSocket: decode no more.
+                    upgrade = Some(req);
+                }
                 Ok(Some(req)) => {
                     let close = dec.must_close() || shard.stopping.load(Ordering::Acquire);
                     // The response is committed to now (it leaves in order
@@ -313,6 +318,13 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
                 return;
             }
             continue;
+        }
+        if let Some(req) = upgrade.take() {
+            // Earlier pipelined responses are written; the socket now leaves
+            // the HTTP loop for good (`ws::upgrade`), without HTTP's timeouts.
+            let _ = stream.set_read_timeout(None);
+            crate::ws::upgrade::take_over(stream, buf, req, &shard).await;
+            return;
         }
         if failed || dec.state() == ConnState::Closed {
             return;
@@ -377,7 +389,8 @@ async fn request_timeout(stream: &mut TcpStream, out: &mut Vec<u8>, date: &DateC
     let _ = stream.write_all(out).await;
 }
 
-fn write_response(
+/// Appends `resp` in HTTP/1.1 form to `out`.
+pub(crate) fn write_response(
     out: &mut Vec<u8>,
     resp: &Response,
     date: &DateCache,
@@ -461,9 +474,14 @@ fn route_inner(
         "/_cairn/metrics" => {
             let slot = Rc::new(Slot::default());
             let responder = Responder(Some(slot.clone()));
-            let host = shard.host.clone();
+            let (host, shard_id) = (shard.host.clone(), shard.id);
             glommio::spawn_local(async move {
-                responder.send(metrics(&host.gather_stats().await));
+                let mut resp = metrics(&host.gather_stats().await);
+                // WebSocket figures are this shard's own (its sockets).
+                let mut body = resp.body.to_vec();
+                body.extend_from_slice(crate::ws::metrics_text(shard_id, &host).as_bytes());
+                resp.body = body.into();
+                responder.send(resp);
             })
             .detach();
             return Err(slot);
@@ -491,20 +509,43 @@ fn route_inner(
         }
         _ => {}
     }
+    let (t, obj_req) = match resolve(shard, &req) {
+        Ok(r) => r,
+        Err(resp) => return Ok(resp),
+    };
+    *label = Cow::Owned(t.class.to_string());
+    let slot = Rc::new(Slot::default());
+    let responder = Responder(Some(slot.clone()));
+    shard
+        .host
+        .dispatch(t, obj_req, Box::new(move |resp| responder.send(resp)));
+    Err(slot)
+}
+
+/// The object a request addresses and the request as the object sees it, or
+/// the error response for a bad address. Shared with the WebSocket upgrade
+/// path (`ws::upgrade`).
+pub(crate) fn resolve(
+    shard: &Shard,
+    req: &cairn_proto::http::Request,
+) -> Result<(Target, Request), Response> {
+    let target = cairn_proto::http::target::split(req.target());
+    let path = target.path;
+    let query = target.query.unwrap_or("").to_string();
+    let method = req.method().to_string();
     let mut segs = path.strip_prefix('/').unwrap_or(path).splitn(3, '/');
     let class = segs.next().unwrap_or("");
     let second = segs.next();
     let rest = segs.next();
     if class.is_empty() || shard.host.classes().get(class).is_none() {
-        return Ok(Response::error(
+        return Err(Response::error(
             ErrorCode::NotFound,
             "no such class; routes are /{class}/{name}/...",
         ));
     }
-    *label = Cow::Owned(class.to_string());
     let (t, rest) = match second {
         None | Some("") => {
-            return Ok(Response::error(
+            return Err(Response::error(
                 ErrorCode::NotFound,
                 "missing object name: /{class}/{name}/...",
             ));
@@ -514,7 +555,7 @@ fn route_inner(
             let hex = parts.next().unwrap_or("");
             let id = match id_from_string(hex) {
                 Ok(id) => id,
-                Err(e) => return Ok(Response::error(ErrorCode::BadRequest, &e.to_string())),
+                Err(e) => return Err(Response::error(ErrorCode::BadRequest, &e.to_string())),
             };
             (
                 Target {
@@ -527,7 +568,7 @@ fn route_inner(
         }
         Some(name) => {
             let Some(name) = percent_decode(name) else {
-                return Ok(Response::error(
+                return Err(Response::error(
                     ErrorCode::BadRequest,
                     "the object name has a bad percent escape",
                 ));
@@ -558,12 +599,7 @@ fn route_inner(
         headers,
         body: req.body.clone(),
     };
-    let slot = Rc::new(Slot::default());
-    let responder = Responder(Some(slot.clone()));
-    shard
-        .host
-        .dispatch(t, obj_req, Box::new(move |resp| responder.send(resp)));
-    Err(slot)
+    Ok((t, obj_req))
 }
 
 /// Renders every shard's statistics as Prometheus text (format 0.0.4).

@@ -45,3 +45,4 @@ pub mod store;
 pub mod test_hooks;
 #[cfg(test)]
 mod testing;
+pub mod ws;

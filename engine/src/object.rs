@@ -13,14 +13,15 @@ use bytes::Bytes;
 
 use crate::context::Context;
 pub use crate::store::LocalFuture;
+use crate::ws::{Message, SocketId};
 
 /// A Durable Object class. One instance exists per active object; the engine
 /// calls at most one handler of it at a time (the input gate), so `&mut self`
 /// is safe to hold across awaits.
 ///
-/// Extension point: WebSocket handlers (`websocket_message`,
-/// `websocket_close`) arrive with a later issue as further default methods
-/// here, so existing classes keep compiling.
+/// WebSocket handlers are default methods, so classes without sockets need
+/// not mention them. A socket's events arrive in order, one at a time, through
+/// the same input gate as requests.
 pub trait Object: 'static {
     /// Handles a request addressed to this object.
     fn fetch<'a>(&'a mut self, ctx: &'a Context, req: Request) -> LocalFuture<'a, Response>;
@@ -30,6 +31,45 @@ pub trait Object: 'static {
     fn alarm<'a>(&'a mut self, ctx: &'a Context) -> LocalFuture<'a, Result<(), Box<dyn Error>>> {
         let _ = ctx;
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Handles a text or binary message from one of this object's sockets.
+    /// The default ignores it.
+    fn websocket_message<'a>(
+        &'a mut self,
+        ctx: &'a Context,
+        socket: SocketId,
+        msg: Message,
+    ) -> LocalFuture<'a, ()> {
+        let _ = (ctx, socket, msg);
+        Box::pin(std::future::ready(()))
+    }
+
+    /// Runs once per socket when its connection is over: `code` and `reason`
+    /// from the peer's close frame (1005 when it had no code), or 1006 when
+    /// the connection was lost. The socket can no longer be sent to, but its
+    /// attachment is still readable. The default does nothing.
+    fn websocket_close<'a>(
+        &'a mut self,
+        ctx: &'a Context,
+        socket: SocketId,
+        code: u16,
+        reason: String,
+    ) -> LocalFuture<'a, ()> {
+        let _ = (ctx, socket, code, reason);
+        Box::pin(std::future::ready(()))
+    }
+
+    /// Runs when a socket fails with a protocol error (its close event
+    /// follows). The default does nothing.
+    fn websocket_error<'a>(
+        &'a mut self,
+        ctx: &'a Context,
+        socket: SocketId,
+        error: String,
+    ) -> LocalFuture<'a, ()> {
+        let _ = (ctx, socket, error);
+        Box::pin(std::future::ready(()))
     }
 
     /// Approximate bytes of in-memory state, for the shard's LRU memory budget.
@@ -70,6 +110,23 @@ impl Request {
     pub fn with_body(mut self, body: impl Into<Bytes>) -> Request {
         self.body = body.into();
         self
+    }
+
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// True for a WebSocket upgrade request; accept it with
+    /// `ctx.websockets().accept(..)` and answer [`Response::switching_protocols`].
+    pub fn is_websocket_upgrade(&self) -> bool {
+        self.header("upgrade").is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+        })
     }
 
     /// The first query parameter called `name`, percent-decoded; `None` if it is
@@ -124,6 +181,11 @@ impl Response {
             headers: Vec::new(),
             body: body.into(),
         }
+    }
+
+    /// `101 Switching Protocols`: completes a WebSocket upgrade the handler accepted.
+    pub fn switching_protocols() -> Response {
+        Response::new(101, Bytes::new())
     }
 
     /// A JSON response; `body` must already be JSON.
@@ -191,6 +253,10 @@ pub enum ErrorCode {
     StorageFailed,
     /// 503: the object's queue (or a shard mailbox) is full; retry later.
     Overloaded,
+    /// 426: the route only takes WebSocket upgrades.
+    UpgradeRequired,
+    /// 500: the object answered 101 without accepting the WebSocket.
+    WebSocketNotAccepted,
     /// 503: the server is shutting down.
     ShuttingDown,
     /// 508: a stub call would wait for an object already waiting on it (a
@@ -209,6 +275,8 @@ impl ErrorCode {
             ErrorCode::HandlerPanicked => "handler_panicked",
             ErrorCode::StorageFailed => "storage_failed",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::UpgradeRequired => "upgrade_required",
+            ErrorCode::WebSocketNotAccepted => "websocket_not_accepted",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::CallCycle => "call_cycle",
         }
@@ -221,7 +289,10 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::TooLarge => 413,
-            ErrorCode::HandlerPanicked | ErrorCode::StorageFailed => 500,
+            ErrorCode::UpgradeRequired => 426,
+            ErrorCode::HandlerPanicked
+            | ErrorCode::StorageFailed
+            | ErrorCode::WebSocketNotAccepted => 500,
             ErrorCode::Overloaded | ErrorCode::ShuttingDown => 503,
             ErrorCode::CallCycle => 508,
         }

@@ -40,6 +40,8 @@ use crate::host::{
 };
 use crate::object::{Classes, ErrorCode, LocalFuture, Request, Response};
 use crate::store::Store;
+use crate::ws::WsLimits;
+use crate::ws::upgrade::Handoff;
 
 /// A message between shards. Only `Send` data.
 pub enum Mail {
@@ -80,6 +82,8 @@ pub enum Mail {
         /// The receiver's statistics.
         stats: Box<ShardStats>,
     },
+    /// A WebSocket connection moving to the shard that owns its object.
+    Socket(Box<Handoff>),
 }
 
 /// The endpoints of one shard's mailboxes before the shard has connected them:
@@ -232,6 +236,20 @@ impl Forwarder for MailboxRouter {
                 ErrorCode::Overloaded,
                 "the owning shard's mailbox is full; retry later",
             )),
+        }
+    }
+
+    fn forward_socket(&self, shard: u32, socket: Box<Handoff>) -> Result<(), Box<Handoff>> {
+        let Some(Some(tx)) = self.to.get(shard as usize) else {
+            return Err(socket);
+        };
+        match tx.try_send(Mail::Socket(socket)) {
+            Ok(()) => Ok(()),
+            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(
+                Mail::Socket(h),
+            ))) => Err(h),
+            // The peer is gone (shutting down): the connection is dropped.
+            Err(_) => Ok(()),
         }
     }
 }
@@ -569,6 +587,15 @@ async fn run_shard(
         idle_ms_evict: config.idle_ms_evict,
         object_memory_bytes_max: config.object_memory_bytes_max,
         key_bytes_max: config.key_bytes_max,
+        ws: WsLimits {
+            message_bytes_max: config.ws_message_bytes_max,
+            send_buffer_bytes_max: config.ws_send_buffer_bytes_max,
+            ping_interval_ms: config.ws_ping_interval_ms,
+            idle_timeout_ms: config.ws_idle_timeout_ms,
+            attachment_bytes_max: config.ws_attachment_bytes_max,
+            sockets_per_object_max: config.ws_sockets_per_object_max,
+            ..WsLimits::default()
+        },
         ..HostConfig::default()
     };
     let host = ObjectHost::new(host_cfg, classes, store, system_clock());
@@ -627,11 +654,17 @@ async fn run_shard(
     while !stopping.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
     }
-    // Graceful stop: let requests already being handled finish (bounded):
-    // this shard's connections, its requests waiting on other shards, and
-    // other shards' requests running here (so a peer is not left waiting).
-    let busy =
-        || in_flight.get() > 0 || !router.pending.borrow().is_empty() || router.serving.get() > 0;
+    // Graceful stop: let requests already being handled finish and sockets
+    // close with 1001 "going away" (bounded): this shard's connections and
+    // sockets, its requests waiting on other shards, and other shards'
+    // requests running here (so a peer is not left waiting).
+    shard.host.close_all_sockets(1001, "server shutting down");
+    let busy = || {
+        in_flight.get() > 0
+            || shard.host.socket_count() > 0
+            || !router.pending.borrow().is_empty()
+            || router.serving.get() > 0
+    };
     for _ in 0..(SHUTDOWN_DRAIN_MS / STOP_POLL_MS) {
         if !busy() {
             break;
@@ -702,6 +735,7 @@ fn deliver(host: &ObjectHost, router: &Rc<MailboxRouter>, peer: usize, mail: Mai
             })
             .detach();
         }
+        Mail::Socket(h) => crate::ws::upgrade::adopt(host, *h),
         Mail::Response { corr, resp } => {
             // A missing entry is a request already failed by `fail_pending`
             // at shutdown: its answer has been given.

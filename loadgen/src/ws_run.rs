@@ -3,12 +3,15 @@
 //! measures, for every broadcast it receives, the time from the message's
 //! intended send time to its arrival.
 //!
-//! Message format (text): `cairn-loadgen <ns> <member>`, where `<ns>` is the
-//! intended send time in nanoseconds after the run's start. Every worker
+//! Protocol: Cairn's `room` class (`docs/HTTP-API.md`). After the handshake a
+//! member sends `{"type":"join","name":"m<member>"}`, then each message as
+//! `{"type":"message","text":"cairn-loadgen <ns> <member>"}`, where `<ns>` is
+//! the intended send time in nanoseconds after the run's start. Every worker
 //! thread shares that start instant, so any member can time any other's
 //! message. The token is found anywhere in a received payload, so a server
-//! that wraps broadcasts (in JSON, say) is measured all the same; payloads
-//! without it are counted as received but not timed.
+//! that wraps broadcasts (as `room` does) or echoes the JSON as it is
+//! measures all the same; payloads without it (welcome, join, ack) are
+//! counted as received but not timed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -199,6 +202,12 @@ async fn member(config: Arc<WsConfig>, addr: SocketAddr, index: u64, window: Win
         return rec;
     };
     conn.feed(&leftover);
+    if conn
+        .send_text(&format!(r#"{{"type":"join","name":"m{index}"}}"#))
+        .is_err()
+    {
+        return rec;
+    }
     let total_rate = config.send_rate_per_sec * (config.rooms * config.members) as f64;
     let mut pacer = Pacer::new(
         stagger(
@@ -245,7 +254,8 @@ async fn member(config: Arc<WsConfig>, addr: SocketAddr, index: u64, window: Win
                     return rec;
                 }
                 let stamp = (pacer.take() - window.start).as_nanos();
-                let text = format!("cairn-loadgen {stamp} {index}");
+                let text =
+                    format!(r#"{{"type":"message","text":"cairn-loadgen {stamp} {index}"}}"#);
                 if conn.send_text(&text).is_err() {
                     return rec;
                 }

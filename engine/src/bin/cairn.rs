@@ -27,12 +27,13 @@ fn main() -> ExitCode {
             println!("cairn {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Command::Run(cfg) => cfg,
+        Command::Run(cfg) => *cfg,
     };
     // Block the stop signals before any shard thread exists, so every thread
     // inherits the mask and only this thread's sigwait sees them.
     let signals = stop_signals();
     block(&signals);
+    raise_open_files_limit();
     let mut classes = Classes::new();
     builtins::register(&mut classes);
     #[cfg(feature = "test-hooks")]
@@ -55,6 +56,23 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("cairn: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every WebSocket
+/// holds two descriptors (its reader's and its writer's), and the common soft
+/// default of 1024 would cap a server at a few hundred sockets.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit for getrlimit to fill and setrlimit to read.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }
