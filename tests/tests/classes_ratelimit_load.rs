@@ -61,25 +61,27 @@ struct Record {
 
 /// (commits, committed mutations) summed over every shard, for the report of
 /// how well checks batch (the mutation count includes the store's own
-/// rewrites when segments roll over, so it is not asserted on): asks
-/// `/_cairn/metrics` on fresh connections until each shard has answered.
+/// rewrites when segments roll over, so it is not asserted on): one scrape
+/// of `/_cairn/metrics` has a line per shard (`shard="N"`).
 fn commit_counts(s: &Server, shards: usize) -> (u64, u64) {
     let mut seen: HashMap<String, (u64, u64)> = HashMap::new();
-    for _ in 0..200 {
-        let m = s.send("GET", "/_cairn/metrics", b"").text();
-        let get = |name: &str| -> Option<(String, u64)> {
-            let l = m.lines().find(|l| l.starts_with(name))?;
-            let shard = l.split('"').nth(1)?.to_string();
-            Some((shard, l.rsplit(' ').next()?.parse().ok()?))
-        };
-        if let (Some((shard, c)), Some((_, n))) = (
-            get("cairn_commits_total"),
-            get("cairn_committed_mutations_total"),
-        ) {
-            seen.insert(shard, (c, n));
+    let m = s.send("GET", "/_cairn/metrics", b"").text();
+    for l in m.lines() {
+        let (name, rest) = l.split_once('{').unwrap_or((l, ""));
+        if name != "cairn_commits_total" && name != "cairn_committed_mutations_total" {
+            continue;
         }
-        if seen.len() == shards {
-            break;
+        let Some(shard) = rest.split('"').nth(1) else {
+            continue;
+        };
+        let Some(v) = l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()) else {
+            continue;
+        };
+        let e = seen.entry(shard.to_string()).or_default();
+        match name {
+            "cairn_commits_total" => e.0 = v,
+            "cairn_committed_mutations_total" => e.1 = v,
+            _ => {}
         }
     }
     assert_eq!(seen.len(), shards, "every shard's metrics were reached");
