@@ -38,6 +38,12 @@ pub trait Disk {
     fn read_small(&self, name: &str) -> IoFuture<'_, Option<Vec<u8>>>;
     /// Replaces a small file atomically and durably (write temp, fsync, rename, fsync dir).
     fn write_small_atomic(&self, name: &str, bytes: &[u8]) -> IoFuture<'_, ()>;
+    /// The file's path in the local filesystem, if it has one. Recovery then reads and verifies
+    /// segments on glommio's blocking thread pool, overlapping with the shard applying them;
+    /// without one (e.g. [`MemDisk`]) it reads them through [`DiskFile::read_at`] instead.
+    fn local_path(&self, _name: &str) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// One open data file.
@@ -75,6 +81,10 @@ struct DmaDiskFile {
 }
 
 impl Disk for DmaDisk {
+    fn local_path(&self, name: &str) -> Option<PathBuf> {
+        Some(self.dir.join(name))
+    }
+
     fn open(&self, name: &str, create: bool) -> IoFuture<'_, Rc<dyn DiskFile>> {
         let path = self.dir.join(name);
         let probe = self.dir.join(crate::format::MANIFEST_NAME);

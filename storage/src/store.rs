@@ -27,11 +27,17 @@ use crate::format::{
     RECORD_HEADER_SIZE, align_up, record_size,
 };
 use crate::index::{
-    Index, Loc, ObjectId, RecordBuf, SEG_PENDING, Value, entry_bytes, prefix_successor,
+    Index, IndexOps, Loc, ObjectId, RecordBuf, RecoveryIndex, SEG_PENDING, Value, entry_bytes,
+    prefix_successor,
 };
 use crate::io::{Disk, DiskFile, DmaDisk};
 use crate::options::{ListOptions, StoreOptions};
-use crate::recovery::{self, RecoveryReport, SegEnd};
+use crate::recovery::{self, RecoveryReport, SegBytes, SegEnd, SegScan};
+
+/// The read and scan of one segment during recovery, `None` past the last segment.
+type ScanFuture = Option<
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<(SegBytes, SegScan)>>>>,
+>;
 
 /// Counters and gauges of one store.
 #[derive(Clone, Debug, Default)]
@@ -304,36 +310,80 @@ impl Store {
                 }
             }
         }
-        // One segment in memory at a time; on damage, read ahead only as far as needed to tell a
-        // torn tail from corruption.
+        // Segment `i + 1` is read and verified (on glommio's blocking thread pool when the disk
+        // is a real directory) while this thread applies segment `i` to the index. On damage,
+        // read ahead only as far as needed to tell a torn tail from corruption.
         let mut cut = (0usize, 0u64);
-        // The next segment is read while this one is scanned.
-        let prefetch = |i: usize| {
-            files
-                .get(i)
-                .cloned()
-                .map(|f| glommio::spawn_local(async move { read_whole(&*f).await }))
+        let scan_one = |i: usize, start: usize, expect: Option<u64>| -> ScanFuture {
+            let Some(&id) = ids.get(i) else {
+                return None;
+            };
+            if let Some(path) = disk.local_path(&format::segment_name(id)) {
+                return Some(Box::pin(glommio::executor().spawn_blocking(move || {
+                    recovery::read_and_scan(&path, start, expect)
+                })));
+            }
+            let file = files[i].clone();
+            Some(Box::pin(async move {
+                let mut bytes = SegBytes::new();
+                bytes.extend_from_slice(&read_whole(&*file).await?);
+                let scan = recovery::scan_segment(&bytes, start, expect);
+                Ok((bytes, scan))
+            }))
         };
-        let mut next = prefetch(0);
+        let mut rindex = RecoveryIndex::default();
+        let mut next = scan_one(0, start_offset, next_seq);
         for (i, &id) in ids.iter().enumerate() {
-            let bytes = next
+            let (bytes, mut scan) = next
                 .take()
                 .expect("a read was started for every segment")
                 .await?;
-            next = prefetch(i + 1);
-            let end = {
+            // The next segment's scan cannot know where the sequence stands; it is checked here.
+            next = scan_one(i + 1, 0, None);
+            scan.check_continues(next_seq);
+            let start = if i == 0 { start_offset } else { 0 };
+            report.segments += 1;
+            report.bytes_scanned += bytes.len().saturating_sub(start) as u64;
+            report.records += scan.records.len() as u64;
+            report.groups += scan.groups;
+            if scan.next_seq.is_some() {
+                next_seq = scan.next_seq;
+            }
+            {
                 let mut st = inner.state.borrow_mut();
-                let start = if i == 0 { start_offset } else { 0 };
-                recovery::scan_segment(id, &bytes, start, &mut report, &mut next_seq, |g| {
-                    for rec in g.records {
-                        let size = record_size(rec.body.len()) as u64;
-                        if let Some(s) = st.segs.get_mut(&rec.seg.get()) {
-                            s.written += size;
+                let st = &mut *st;
+                if i == 0 {
+                    // Entries from the checkpoint go through the same replay index.
+                    let loaded = std::mem::take(&mut st.index);
+                    for (obj, map) in loaded.objects {
+                        for (key, loc) in map {
+                            rindex.put(&obj, &key, loc);
                         }
-                        apply_record(&mut st, &rec);
                     }
-                })
-            };
+                }
+                let inline_max = st.opts.value_inline_bytes_max;
+                let written: u64 = scan
+                    .records
+                    .iter()
+                    .map(|r| record_size(r.body.len()) as u64)
+                    .sum();
+                if let Some(s) = st.segs.get_mut(&id) {
+                    s.written += written;
+                }
+                for r in scan.records {
+                    let rec = Rc::new(RecordBuf {
+                        put_bytes: r.put_bytes,
+                        // Recovery indexes large values straight to their disk location.
+                        has_large: false,
+                        body: r.body,
+                        seg: std::cell::Cell::new(id),
+                        body_off: std::cell::Cell::new(r.body_off),
+                        dead_bytes: std::cell::Cell::new(0),
+                    });
+                    apply_record(&mut st.segs, &mut rindex, inline_max, &rec);
+                }
+            }
+            let end = scan.end;
             let (damage, group_start, group_seq) = match end {
                 SegEnd::Clean { offset } => {
                     cut = (i, offset);
@@ -345,9 +395,6 @@ impl Store {
                     group_seq,
                 } => (damage, group_start, group_seq),
             };
-            if let Some(n) = next.take() {
-                n.await?;
-            }
             let mut later = recovery::valid_group_in(&bytes, group_start + 1, group_seq);
             for f in &files[i + 1..] {
                 if later {
@@ -381,6 +428,11 @@ impl Store {
             }
             cut = (i, from as u64);
             break;
+        }
+        drop(next);
+        if !ids.is_empty() {
+            let mut st = inner.state.borrow_mut();
+            st.index = rindex.into_index();
         }
         let (cut_index, cut_offset) = cut;
         // Segments after the cut hold no valid group (or, with repair, what we chose to drop).
@@ -704,17 +756,21 @@ async fn prepare_spare(weak: Weak<Inner>) {
     }
 }
 
-/// Applies a record's operations to the index and the live-byte accounting.
-fn apply_record(st: &mut State, rec: &Rc<RecordBuf>) {
+/// Applies a record's operations to an index and the live-byte accounting of `segs`.
+fn apply_record(
+    segs: &mut BTreeMap<u32, Seg>,
+    index: &mut impl IndexOps,
+    inline_max: usize,
+    rec: &Rc<RecordBuf>,
+) {
     // Records reaching here were validated (recovery) or produced by us (mutate).
     let body = format::access_body_trusted(&rec.body);
     let base = rec.body.as_ptr() as usize;
     let seg = rec.seg.get();
-    let inline_max = st.opts.value_inline_bytes_max;
     for op in body.ops.iter() {
         let obj: ObjectId = op.obj;
         let key = op.key.as_slice();
-        let old = match op.code {
+        match op.code {
             OP_PUT => {
                 let v = op.value.as_slice();
                 let start = v.as_ptr() as usize - base;
@@ -727,27 +783,30 @@ fn apply_record(st: &mut State, rec: &Rc<RecordBuf>) {
                 } else {
                     Loc::Mem(Value::in_record(rec.clone(), start..start + v.len()))
                 };
+                // Charged before the old entry is discharged: both may be in this segment.
                 if seg != SEG_PENDING
-                    && let Some(s) = st.segs.get_mut(&seg)
+                    && let Some(s) = segs.get_mut(&seg)
                 {
                     s.live += entry_bytes(key.len(), v.len());
                 }
-                st.index.put(&obj, key, loc).map(|l| vec![(key.len(), l)])
+                if let Some(old) = index.put(&obj, key, loc) {
+                    charge_dead(segs, key.len(), &old);
+                }
             }
-            OP_DELETE => st.index.delete(&obj, key).map(|l| vec![(key.len(), l)]),
-            OP_DELETE_ALL => st
-                .index
-                .delete_all(&obj)
-                .map(|m| m.into_iter().map(|(k, l)| (k.len(), l)).collect()),
-            _ => None,
-        };
-        for (klen, loc) in old.into_iter().flatten() {
-            charge_dead(st, klen, &loc);
+            OP_DELETE => {
+                if let Some(old) = index.delete(&obj, key) {
+                    charge_dead(segs, key.len(), &old);
+                }
+            }
+            OP_DELETE_ALL => {
+                index.delete_all(&obj, &mut |klen, old| charge_dead(segs, klen, &old));
+            }
+            _ => {}
         }
     }
 }
 
-fn charge_dead(st: &mut State, key_len: usize, loc: &Loc) {
+fn charge_dead(segs: &mut BTreeMap<u32, Seg>, key_len: usize, loc: &Loc) {
     let bytes = entry_bytes(key_len, loc.value_len());
     match loc.seg() {
         SEG_PENDING => {
@@ -758,7 +817,7 @@ fn charge_dead(st: &mut State, key_len: usize, loc: &Loc) {
             }
         }
         seg => {
-            if let Some(s) = st.segs.get_mut(&seg) {
+            if let Some(s) = segs.get_mut(&seg) {
                 s.live = s.live.saturating_sub(bytes);
             }
         }
@@ -879,7 +938,8 @@ impl Inner {
             has_large,
         });
         let mut st = self.state.borrow_mut();
-        apply_record(&mut st, &rec);
+        let st = &mut *st;
+        apply_record(&mut st.segs, &mut st.index, inline_max, &rec);
         st.pending.push(rec);
         st.stats.commits += 1;
         wake(&mut st.loop_waker);

@@ -5,6 +5,8 @@
 //!
 //! `cargo run --release -p cairn-storage --bin storage-bench -- [dir] [seconds] [recovery_mib]`
 //! (defaults: a directory under /tmp, 3 s per writer count, a 1024 MiB log for recovery).
+//! A fourth argument `recovery` runs only the recovery measurement and keeps the log it wrote in
+//! `dir/recovery` for the next such run (delete the directory to write it afresh).
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -22,10 +24,19 @@ fn main() {
         .unwrap_or_else(|| std::env::temp_dir().join("cairn-storage-bench"));
     let secs: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
     let recovery_mib: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1024);
-    let _ = std::fs::remove_dir_all(&dir);
+    let only_recovery = args.get(4).is_some_and(|a| a == "recovery");
+    if !only_recovery {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     std::fs::create_dir_all(&dir).expect("create the bench directory");
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .spawn(move || async move { bench(&dir, Duration::from_secs(secs), recovery_mib).await })
+        .spawn(move || async move {
+            if only_recovery {
+                print_recovery(&dir, recovery_mib).await;
+            } else {
+                bench(&dir, Duration::from_secs(secs), recovery_mib).await;
+            }
+        })
         .expect("start glommio (raise `ulimit -l` if this fails)")
         .join()
         .unwrap();
@@ -73,6 +84,10 @@ async fn bench(dir: &Path, run_for: Duration, recovery_mib: u64) {
         disk_ns / 1e3 / base_us
     );
 
+    print_recovery(dir, recovery_mib).await;
+}
+
+async fn print_recovery(dir: &Path, recovery_mib: u64) {
     let r = recovery(&dir.join("recovery"), recovery_mib).await;
     println!(
         "| recovery, full scan of a {} MiB log ({} records) | {:.0} records/s, {:.0} MB/s ({:.2} s) | — |",
@@ -232,7 +247,9 @@ async fn recovery(dir: &Path, mib: u64) -> RecoveryRun {
         ..StoreOptions::default()
     };
     let live = 100_000u64;
-    {
+    // A log kept from an earlier `recovery` run is reused (its checkpoint was consumed by the
+    // last open, so the next open scans it in full).
+    if !dir.join(cairn_storage::segment_name(1)).exists() {
         let s = Store::open(dir, opts.clone()).await.unwrap();
         let value = [5u8; 100];
         let mut i = 0u64;
@@ -248,7 +265,7 @@ async fn recovery(dir: &Path, mib: u64) -> RecoveryRun {
         s.close().await.unwrap();
     }
     // Full scan: what an abrupt stop costs. Drop the checkpoint the clean close wrote.
-    std::fs::remove_file(dir.join("CHECKPOINT")).unwrap();
+    let _ = std::fs::remove_file(dir.join("CHECKPOINT"));
     let t0 = Instant::now();
     let cpu0 = thread_cpu_s();
     let s = Store::open(dir, opts.clone()).await.unwrap();
