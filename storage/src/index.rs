@@ -1,9 +1,10 @@
 //! The in-memory index: per object, keys in order mapped to their latest value or its location.
 //!
 //! INVARIANT: the index reflects every mutation issued, durable or not (read-your-writes), and
-//! nothing else. The serving index is ordered (`BTreeMap`) for `list` and `objects()`; recovery
-//! replays millions of records into hash maps ([`RecoveryIndex`]) and sorts once at the end,
-//! because most replayed entries are overwritten again and ordering them one by one is wasted.
+//! nothing else. It is ordered (`BTreeMap`) for `list` and `objects()`. Recovery replays into the
+//! same structure: a hash map replay (sorted once at the end) was measured slower on a log of
+//! mostly sequential keys, where the tree's neighbouring keys stay in cache and a hash scatters
+//! them (`docs/BENCHMARKS.md`, storage section).
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -174,84 +175,6 @@ impl Index {
             .take(limit)
             .map(|(k, _)| *k)
             .collect()
-    }
-}
-
-/// The index operations a record applies; implemented by the serving [`Index`] and by the
-/// [`RecoveryIndex`] that recovery fills.
-pub(crate) trait IndexOps {
-    /// Sets a key, returning the location it replaces.
-    fn put(&mut self, obj: &ObjectId, key: &[u8], loc: Loc) -> Option<Loc>;
-    /// Removes a key, returning its location.
-    fn delete(&mut self, obj: &ObjectId, key: &[u8]) -> Option<Loc>;
-    /// Removes every key of an object, calling `dead` with each key's length and location.
-    fn delete_all(&mut self, obj: &ObjectId, dead: &mut dyn FnMut(usize, Loc));
-}
-
-impl IndexOps for Index {
-    fn put(&mut self, obj: &ObjectId, key: &[u8], loc: Loc) -> Option<Loc> {
-        Index::put(self, obj, key, loc)
-    }
-    fn delete(&mut self, obj: &ObjectId, key: &[u8]) -> Option<Loc> {
-        Index::delete(self, obj, key)
-    }
-    fn delete_all(&mut self, obj: &ObjectId, dead: &mut dyn FnMut(usize, Loc)) {
-        for (k, l) in Index::delete_all(self, obj).into_iter().flatten() {
-            dead(k.len(), l);
-        }
-    }
-}
-
-type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
-
-/// The index while recovery replays the log: hash maps (one probe per operation instead of a
-/// tree descent with key comparisons), turned into the ordered [`Index`] once at the end.
-#[derive(Default)]
-pub(crate) struct RecoveryIndex {
-    objects: HashMap<ObjectId, HashMap<Vec<u8>, Loc>>,
-}
-
-impl IndexOps for RecoveryIndex {
-    fn put(&mut self, obj: &ObjectId, key: &[u8], loc: Loc) -> Option<Loc> {
-        let map = self.objects.entry(*obj).or_default();
-        match map.get_mut(key) {
-            Some(slot) => Some(std::mem::replace(slot, loc)),
-            None => {
-                map.insert(key.to_vec(), loc);
-                None
-            }
-        }
-    }
-    fn delete(&mut self, obj: &ObjectId, key: &[u8]) -> Option<Loc> {
-        let map = self.objects.get_mut(obj)?;
-        let old = map.remove(key);
-        if map.is_empty() {
-            self.objects.remove(obj);
-        }
-        old
-    }
-    fn delete_all(&mut self, obj: &ObjectId, dead: &mut dyn FnMut(usize, Loc)) {
-        for (k, l) in self.objects.remove(obj).into_iter().flatten() {
-            dead(k.len(), l);
-        }
-    }
-}
-
-impl RecoveryIndex {
-    /// The ordered index holding the same entries.
-    pub(crate) fn into_index(self) -> Index {
-        let mut objects: Vec<_> = self.objects.into_iter().collect();
-        objects.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let objects = objects
-            .into_iter()
-            .map(|(obj, map)| {
-                let mut keys: Vec<_> = map.into_iter().collect();
-                keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                // From sorted input the tree is built in one pass.
-                (obj, keys.into_iter().collect())
-            })
-            .collect();
-        Index { objects }
     }
 }
 

@@ -234,55 +234,63 @@ pub(crate) fn scan_segment(bytes: &[u8], start_offset: usize, expect_seq: Option
     }
 }
 
-/// A whole segment file in memory, aligned for O_DIRECT reads.
+/// A whole segment file in memory (block-aligned, so records land 16-byte aligned).
 pub(crate) type SegBytes = rkyv::util::AlignedVec<{ BLOCK_SIZE as usize }>;
 
-/// Reads the segment at `path` whole and scans it. Blocking: runs on glommio's blocking thread
-/// pool, never on the shard's executor, so that reading and verifying segment `n + 1` overlaps
-/// with the shard applying segment `n` to its index.
+/// Reads the segment at `path` whole and scans it, first asking the kernel to read `next` ahead.
+/// Blocking: runs on glommio's blocking thread pool, never on the shard's executor, so that
+/// reading and verifying segment `n + 1` overlaps with the shard applying segment `n`, and the
+/// device reads segment `n + 2` meanwhile.
 pub(crate) fn read_and_scan(
     path: &Path,
+    next: Option<&Path>,
     start_offset: usize,
     expect_seq: Option<u64>,
 ) -> io::Result<(SegBytes, SegScan)> {
+    if let Some(next) = next {
+        // Only a hint: a failure costs speed, not correctness.
+        let _ = advise(next, libc::POSIX_FADV_WILLNEED);
+    }
     let bytes = read_file(path)?;
+    // Read once; keeping a 1 GiB log in the page cache would only push out other data.
+    let _ = advise(path, libc::POSIX_FADV_DONTNEED);
     let scan = scan_segment(&bytes, start_offset, expect_seq);
     Ok((bytes, scan))
 }
 
-/// Reads a whole file with O_DIRECT where the filesystem allows (a 1 GiB recovery then does not
-/// churn the page cache, and the kernel copies straight into our buffer), else buffered.
+/// `posix_fadvise` over a whole file.
+fn advise(path: &Path, advice: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path)?;
+    // SAFETY: `posix_fadvise` only reads its integer arguments; the descriptor is open (owned by
+    // `file`, which outlives the call).
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, advice) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Reads a whole file (buffered: the read-ahead asked for by [`advise`] lands in the page cache).
 fn read_file(path: &Path) -> io::Result<SegBytes> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    // Large requests keep the device busy; 8 MiB is a few dozen NVMe/virtio requests in flight.
+    use std::os::unix::fs::FileExt;
     const CHUNK: usize = 8 << 20;
-    let block = BLOCK_SIZE as usize;
-    let direct = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path);
-    let file = match direct {
-        Ok(f) => f,
-        // tmpfs and some others refuse O_DIRECT.
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => std::fs::File::open(path)?,
-        Err(e) => return Err(e),
-    };
+    let file = std::fs::File::open(path)?;
     let len = file.metadata()?.len() as usize;
-    let cap = align_up(len, block);
-    let mut buf = SegBytes::with_capacity(cap);
-    buf.resize(cap, 0);
+    let mut buf = SegBytes::with_capacity(len);
+    buf.resize(len, 0);
     let mut at = 0;
     while at < len {
-        let want = (cap - at).min(CHUNK);
+        let want = (len - at).min(CHUNK);
         let n = file.read_at(&mut buf.as_mut_slice()[at..at + want], at as u64)?;
-        at += n;
-        // A short read is the end of the file (it may have shrunk meanwhile: nobody else
-        // touches it during open, so this is only defensive).
-        if n < want {
+        if n == 0 {
+            // The file shrank meanwhile (nobody else touches it during open; defensive).
             break;
         }
+        at += n;
     }
-    buf.resize(at.min(len), 0);
+    buf.resize(at, 0);
     Ok(buf)
 }
 

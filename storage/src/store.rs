@@ -27,17 +27,28 @@ use crate::format::{
     RECORD_HEADER_SIZE, align_up, record_size,
 };
 use crate::index::{
-    Index, IndexOps, Loc, ObjectId, RecordBuf, RecoveryIndex, SEG_PENDING, Value, entry_bytes,
-    prefix_successor,
+    Index, Loc, ObjectId, RecordBuf, SEG_PENDING, Value, entry_bytes, prefix_successor,
 };
 use crate::io::{Disk, DiskFile, DmaDisk};
 use crate::options::{ListOptions, StoreOptions};
 use crate::recovery::{self, RecoveryReport, SegBytes, SegEnd, SegScan};
 
 /// The read and scan of one segment during recovery, `None` past the last segment.
-type ScanFuture = Option<
-    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<(SegBytes, SegScan)>>>>,
->;
+type ScanFuture = Option<glommio::Task<std::io::Result<(SegBytes, SegScan)>>>;
+
+/// Lets every other ready task of this executor run once.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
 
 /// Counters and gauges of one store.
 #[derive(Clone, Debug, Default)]
@@ -319,19 +330,25 @@ impl Store {
                 return None;
             };
             if let Some(path) = disk.local_path(&format::segment_name(id)) {
-                return Some(Box::pin(glommio::executor().spawn_blocking(move || {
-                    recovery::read_and_scan(&path, start, expect)
-                })));
+                let next = ids
+                    .get(i + 1)
+                    .and_then(|&n| disk.local_path(&format::segment_name(n)));
+                return Some(glommio::spawn_local(async move {
+                    glommio::executor()
+                        .spawn_blocking(move || {
+                            recovery::read_and_scan(&path, next.as_deref(), start, expect)
+                        })
+                        .await
+                }));
             }
             let file = files[i].clone();
-            Some(Box::pin(async move {
+            Some(glommio::spawn_local(async move {
                 let mut bytes = SegBytes::new();
                 bytes.extend_from_slice(&read_whole(&*file).await?);
                 let scan = recovery::scan_segment(&bytes, start, expect);
                 Ok((bytes, scan))
             }))
         };
-        let mut rindex = RecoveryIndex::default();
         let mut next = scan_one(0, start_offset, next_seq);
         for (i, &id) in ids.iter().enumerate() {
             let (bytes, mut scan) = next
@@ -340,6 +357,8 @@ impl Store {
                 .await?;
             // The next segment's scan cannot know where the sequence stands; it is checked here.
             next = scan_one(i + 1, 0, None);
+            // Let the new task hand its job to the helper thread before this one is busy.
+            yield_now().await;
             scan.check_continues(next_seq);
             let start = if i == 0 { start_offset } else { 0 };
             report.segments += 1;
@@ -352,15 +371,6 @@ impl Store {
             {
                 let mut st = inner.state.borrow_mut();
                 let st = &mut *st;
-                if i == 0 {
-                    // Entries from the checkpoint go through the same replay index.
-                    let loaded = std::mem::take(&mut st.index);
-                    for (obj, map) in loaded.objects {
-                        for (key, loc) in map {
-                            rindex.put(&obj, &key, loc);
-                        }
-                    }
-                }
                 let inline_max = st.opts.value_inline_bytes_max;
                 let written: u64 = scan
                     .records
@@ -380,7 +390,7 @@ impl Store {
                         body_off: std::cell::Cell::new(r.body_off),
                         dead_bytes: std::cell::Cell::new(0),
                     });
-                    apply_record(&mut st.segs, &mut rindex, inline_max, &rec);
+                    apply_record(&mut st.segs, &mut st.index, inline_max, &rec);
                 }
             }
             let end = scan.end;
@@ -430,10 +440,6 @@ impl Store {
             break;
         }
         drop(next);
-        if !ids.is_empty() {
-            let mut st = inner.state.borrow_mut();
-            st.index = rindex.into_index();
-        }
         let (cut_index, cut_offset) = cut;
         // Segments after the cut hold no valid group (or, with repair, what we chose to drop).
         for &id in ids.iter().skip(cut_index + 1) {
@@ -759,7 +765,7 @@ async fn prepare_spare(weak: Weak<Inner>) {
 /// Applies a record's operations to an index and the live-byte accounting of `segs`.
 fn apply_record(
     segs: &mut BTreeMap<u32, Seg>,
-    index: &mut impl IndexOps,
+    index: &mut Index,
     inline_max: usize,
     rec: &Rc<RecordBuf>,
 ) {
@@ -799,7 +805,9 @@ fn apply_record(
                 }
             }
             OP_DELETE_ALL => {
-                index.delete_all(&obj, &mut |klen, old| charge_dead(segs, klen, &old));
+                for (k, old) in index.delete_all(&obj).into_iter().flatten() {
+                    charge_dead(segs, k.len(), &old);
+                }
             }
             _ => {}
         }
