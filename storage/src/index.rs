@@ -34,12 +34,17 @@ pub(crate) struct RecordBuf {
     pub(crate) put_bytes: u64,
     /// True if a put's value is larger than the inline limit (it leaves memory once durable).
     pub(crate) has_large: bool,
+    /// Delete operations (tombstones) in it: a segment holding any may only be compacted once it
+    /// is the oldest (`compaction.rs`).
+    pub(crate) tombstones: u32,
 }
 
 #[derive(Clone, Debug)]
 enum Backing {
     Record(Rc<RecordBuf>),
-    Plain(Rc<[u8]>),
+    /// Bytes of their own: read off disk, or loaded from a checkpoint (then with the segment
+    /// the entry lives in, so that overwriting it discharges that segment's live bytes).
+    Plain(Rc<[u8]>, u32),
 }
 
 /// A value: a cheap handle to bytes that are read in place from the archived record (for
@@ -60,17 +65,31 @@ impl Value {
     }
 
     pub(crate) fn plain(bytes: Vec<u8>) -> Value {
+        Value::loaded(bytes, SEG_PENDING)
+    }
+
+    /// A value loaded from a checkpoint, stored in segment `seg` (`SEG_PENDING`: in the log
+    /// after the checkpoint's tail).
+    pub(crate) fn loaded(bytes: Vec<u8>, seg: u32) -> Value {
         let range = 0..bytes.len();
         Value {
-            backing: Backing::Plain(bytes.into()),
+            backing: Backing::Plain(bytes.into(), seg),
             range,
+        }
+    }
+
+    /// The segment holding this value, or `SEG_PENDING`.
+    pub(crate) fn seg(&self) -> u32 {
+        match &self.backing {
+            Backing::Record(r) => r.seg.get(),
+            Backing::Plain(_, seg) => *seg,
         }
     }
 
     pub(crate) fn record(&self) -> Option<&Rc<RecordBuf>> {
         match &self.backing {
             Backing::Record(r) => Some(r),
-            Backing::Plain(_) => None,
+            Backing::Plain(..) => None,
         }
     }
 
@@ -84,7 +103,7 @@ impl Deref for Value {
     fn deref(&self) -> &[u8] {
         match &self.backing {
             Backing::Record(r) => &r.body[self.range.clone()],
-            Backing::Plain(p) => &p[self.range.clone()],
+            Backing::Plain(p, _) => &p[self.range.clone()],
         }
     }
 }
@@ -114,7 +133,7 @@ impl Loc {
     /// The segment holding it, or `SEG_PENDING`.
     pub(crate) fn seg(&self) -> u32 {
         match self {
-            Loc::Mem(v) => v.record().map_or(SEG_PENDING, |r| r.seg.get()),
+            Loc::Mem(v) => v.seg(),
             Loc::Disk { seg, .. } => *seg,
         }
     }

@@ -77,6 +77,8 @@ pub(crate) struct ScannedRecord {
     pub(crate) body_off: u64,
     /// Bytes its puts are charged for (`entry_bytes`).
     pub(crate) put_bytes: u64,
+    /// Its delete operations (tombstones).
+    pub(crate) tombstones: u32,
 }
 
 /// What the scan of one segment found. Built without touching the store, so it can run on a
@@ -97,10 +99,12 @@ pub(crate) struct SegScan {
 
 impl SegScan {
     /// Rejects a scan made without a known sequence number whose first record does not
-    /// continue the log: a wrong sequence number is damage at that record.
-    pub(crate) fn check_continues(&mut self, expect_seq: Option<u64>) {
+    /// continue the log: a wrong sequence number is damage at that record. `exact` is false
+    /// when a segment before this one was compacted away (a gap in segment numbers): its
+    /// sequence numbers are then missing, and the log need only move forward.
+    pub(crate) fn check_continues(&mut self, expect_seq: Option<u64>, exact: bool) {
         if let (Some(expect), Some((pos, seq, crc))) = (expect_seq, self.first)
-            && seq != expect
+            && (seq < expect || (exact && seq != expect))
         {
             self.records.clear();
             self.groups = 0;
@@ -198,16 +202,19 @@ pub(crate) fn scan_segment(bytes: &[u8], start_offset: usize, expect_seq: Option
         let Some(archived) = access_body(&aligned) else {
             break bad(damage_at(pos, h.body_crc, crc), group_start, group_seq);
         };
-        let put_bytes = archived
-            .ops
-            .iter()
-            .filter(|o| o.code == OP_PUT)
-            .map(|o| entry_bytes(o.key.len(), o.value.len()))
-            .sum();
+        let (mut put_bytes, mut tombstones) = (0, 0);
+        for o in archived.ops.iter() {
+            if o.code == OP_PUT {
+                put_bytes += entry_bytes(o.key.len(), o.value.len());
+            } else {
+                tombstones += 1;
+            }
+        }
         records.push(ScannedRecord {
             body: aligned,
             body_off: body_start as u64,
             put_bytes,
+            tombstones,
         });
         group_len += 1;
         next_seq = Some(h.seq + 1);

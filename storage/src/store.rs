@@ -77,6 +77,8 @@ pub struct StoreStats {
     pub segments: u32,
     /// Segments reclaimed by compaction.
     pub segments_compacted: u64,
+    /// Checkpoints written (by compaction, `close`, or `Store::write_checkpoint`).
+    pub checkpoints_written: u64,
     /// Segments that started as the zero-filled spare (the rest were made at the roll).
     pub segments_from_spare: u64,
     /// Why the store is read-only, if it is.
@@ -89,6 +91,8 @@ struct Seg {
     file: Rc<dyn DiskFile>,
     written: u64,
     live: u64,
+    /// Delete operations written to it (see `RecordBuf::tombstones`).
+    tombstones: u64,
 }
 
 pub(crate) struct State {
@@ -98,6 +102,9 @@ pub(crate) struct State {
     active: u32,
     write_pos: u64,
     next_seq: u64,
+    /// Sequence number of the record that will sit at `write_pos` (`next_seq` runs ahead of it
+    /// while a group is being written).
+    write_pos_seq: u64,
     pending: Vec<Rc<RecordBuf>>,
     /// Group that new mutations join.
     open_group: u64,
@@ -275,6 +282,7 @@ impl Store {
             active: 0,
             write_pos: 0,
             next_seq: 1,
+            write_pos_seq: 1,
             pending: Vec::new(),
             open_group: 1,
             durable_group: 0,
@@ -301,6 +309,7 @@ impl Store {
                 file,
                 written: 0,
                 live: 0,
+                tombstones: 0,
             };
             for (id, file) in before
                 .into_iter()
@@ -310,10 +319,11 @@ impl Store {
             }
             if let Some(c) = ckpt {
                 report.checkpoint_entries = Some(c.entries.len() as u64);
-                for (id, written, live) in c.segs {
+                for (id, written, live, tombstones) in c.segs {
                     if let Some(s) = st.segs.get_mut(&id) {
                         s.written = written;
                         s.live = live;
+                        s.tombstones = tombstones;
                     }
                 }
                 for (obj, key, loc) in c.entries {
@@ -359,7 +369,9 @@ impl Store {
             next = scan_one(i + 1, 0, None);
             // Let the new task hand its job to the helper thread before this one is busy.
             yield_now().await;
-            scan.check_continues(next_seq);
+            // Segments are numbered without reuse: a gap is a segment compaction removed.
+            let exact = i == 0 || ids[i - 1] + 1 == id;
+            scan.check_continues(next_seq, exact);
             let start = if i == 0 { start_offset } else { 0 };
             report.segments += 1;
             report.bytes_scanned += bytes.len().saturating_sub(start) as u64;
@@ -377,14 +389,17 @@ impl Store {
                     .iter()
                     .map(|r| record_size(r.body.len()) as u64)
                     .sum();
+                let tombstones: u64 = scan.records.iter().map(|r| u64::from(r.tombstones)).sum();
                 if let Some(s) = st.segs.get_mut(&id) {
                     s.written += written;
+                    s.tombstones += tombstones;
                 }
                 for r in scan.records {
                     let rec = Rc::new(RecordBuf {
                         put_bytes: r.put_bytes,
                         // Recovery indexes large values straight to their disk location.
                         has_large: false,
+                        tombstones: r.tombstones,
                         body: r.body,
                         seg: std::cell::Cell::new(id),
                         body_off: std::cell::Cell::new(r.body_off),
@@ -452,6 +467,7 @@ impl Store {
         {
             let mut st = inner.state.borrow_mut();
             st.next_seq = next_seq.unwrap_or(1);
+            st.write_pos_seq = st.next_seq;
             st.stats.recovery = report;
             if let Some(&id) = ids.get(cut_index) {
                 st.active = id;
@@ -603,15 +619,15 @@ impl Store {
         }
         // Mutations are refused from here on; this waits for anything issued before.
         self.sync().await?;
-        let bytes = {
-            let mut st = self.inner.state.borrow_mut();
-            wake(&mut st.loop_waker);
-            checkpoint::encode(&st.checkpoint())
-        };
-        let disk = self.inner.disk.clone();
-        disk.write_small_atomic(checkpoint::CHECKPOINT_NAME, &bytes)
-            .await
-            .map_err(|e| StorageError::io("writing the checkpoint", &e))
+        wake(&mut self.inner.state.borrow_mut().loop_waker);
+        write_checkpoint(&self.inner).await
+    }
+
+    /// Writes a checkpoint (hint file) of the index as it is now, so that the next open loads it
+    /// and scans only the log written after this call. Compaction calls it after reclaiming a
+    /// segment and `close` at the end; it is also safe to call at any time.
+    pub async fn write_checkpoint(&self) -> Result<(), StorageError> {
+        write_checkpoint(&self.inner).await
     }
 
     /// Counters, gauges, and the read-only reason if any.
@@ -625,6 +641,31 @@ impl Store {
         s.read_only = st.failed.as_ref().map(|(_, r)| r.clone());
         s
     }
+}
+
+/// Snapshots the index and writes it as the checkpoint once everything in the snapshot is
+/// durable. The snapshot may include mutations not yet durable (they are applied to the index
+/// at once); its tail is where they will be written, so the next open replays them again from
+/// the log, which is harmless (replaying a record over its own effect changes nothing). Written
+/// only after they are durable, so a checkpoint never holds a write the log may lose.
+async fn write_checkpoint(inner: &Rc<Inner>) -> Result<(), StorageError> {
+    let (snapshot, ticket) = {
+        let st = inner.state.borrow();
+        (st.checkpoint(), inner.last_ticket())
+    };
+    ticket
+        .durable()
+        .await
+        .map_err(|e| StorageError::ReadOnly { reason: e.reason })?;
+    let bytes = checkpoint::encode(&snapshot);
+    drop(snapshot);
+    inner
+        .disk
+        .write_small_atomic(checkpoint::CHECKPOINT_NAME, &bytes)
+        .await
+        .map_err(|e| StorageError::io("writing the checkpoint", &e))?;
+    inner.state.borrow_mut().stats.checkpoints_written += 1;
+    Ok(())
 }
 
 fn wake(w: &mut Option<Waker>) {
@@ -739,6 +780,7 @@ async fn new_segment(inner: &Inner, id: u32) -> std::io::Result<Seg> {
         file,
         written: 0,
         live: 0,
+        tombstones: 0,
     })
 }
 
@@ -833,12 +875,9 @@ fn charge_dead(segs: &mut BTreeMap<u32, Seg>, key_len: usize, loc: &Loc) {
 }
 
 impl State {
-    /// A snapshot of the index for the checkpoint. Only called with nothing pending.
+    /// A snapshot of the index for the checkpoint, tail at the current write position (see
+    /// `write_checkpoint` for why pending writes may be included).
     fn checkpoint(&self) -> checkpoint::Checkpoint {
-        assert!(
-            self.pending.is_empty(),
-            "checkpoint taken with writes pending"
-        );
         let mut entries = Vec::new();
         for (obj, map) in &self.index.objects {
             for (k, l) in map {
@@ -848,11 +887,11 @@ impl State {
         checkpoint::Checkpoint {
             tail_seg: self.active,
             tail_off: self.write_pos,
-            next_seq: self.next_seq,
+            next_seq: self.write_pos_seq,
             segs: self
                 .segs
                 .iter()
-                .map(|(id, s)| (*id, s.written, s.live))
+                .map(|(id, s)| (*id, s.written, s.live, s.tombstones))
                 .collect(),
             entries,
         }
@@ -937,6 +976,7 @@ impl Inner {
             .map(|o| entry_bytes(o.key.len(), o.value.len()))
             .sum();
         let has_large = puts.clone().any(|o| o.value.len() > inline_max);
+        let tombstones = ops.iter().filter(|o| o.code != OP_PUT).count() as u32;
         let rec = Rc::new(RecordBuf {
             body: format::encode_body(&Body { ops }),
             seg: std::cell::Cell::new(SEG_PENDING),
@@ -944,6 +984,7 @@ impl Inner {
             dead_bytes: std::cell::Cell::new(0),
             put_bytes,
             has_large,
+            tombstones,
         });
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
@@ -1077,7 +1118,6 @@ async fn write_group(inner: &Rc<Inner>, g: u64, records: &[Rc<RecordBuf>]) -> Re
         st.next_seq += records.len() as u64;
         (buf, seq0)
     };
-    let _ = seq0;
     let need_roll = {
         let st = inner.state.borrow();
         st.write_pos > 0 && st.write_pos + buf.len() as u64 > st.opts.segment_bytes
@@ -1114,10 +1154,13 @@ async fn write_group(inner: &Rc<Inner>, g: u64, records: &[Rc<RecordBuf>]) -> Re
         "only the commit loop moves the write position"
     );
     st.write_pos = pos + buf.len() as u64;
+    st.write_pos_seq = seq0 + records.len() as u64;
     let inline_max = st.opts.value_inline_bytes_max;
     let mut off = pos;
     let mut live = 0;
+    let mut tombstones = 0;
     for r in records {
+        tombstones += u64::from(r.tombstones);
         r.seg.set(seg_id);
         r.body_off.set(off + RECORD_HEADER_SIZE as u64);
         off += record_size(r.body.len()) as u64;
@@ -1129,6 +1172,7 @@ async fn write_group(inner: &Rc<Inner>, g: u64, records: &[Rc<RecordBuf>]) -> Re
     let seg = st.segs.get_mut(&seg_id).expect("active segment exists");
     seg.written += buf.len() as u64;
     seg.live += live;
+    seg.tombstones += tombstones;
     assert_eq!(
         st.durable_group + 1,
         g,
@@ -1208,7 +1252,10 @@ pub(crate) mod internal {
         out
     }
 
-    /// The oldest sealed segment, if compaction should run now.
+    /// The segment to compact now, if any: when dead bytes exceed `compaction_dead_ratio_min`
+    /// of all bytes, the sealed segment with the largest share of dead bytes among those that
+    /// may go (the oldest, or one without tombstones: `compaction.rs` says why); if none of
+    /// those is above the ratio itself, the oldest, as the disk-use bound needs.
     pub(crate) fn pick_victim(inner: &Inner) -> Option<u32> {
         let st = inner.state().borrow();
         if st.failed.is_some() || st.closed {
@@ -1217,12 +1264,29 @@ pub(crate) mod internal {
         let written: u64 = st.segs.values().map(|s| s.written).sum();
         let live: u64 = st.segs.values().map(|s| s.live).sum();
         let dead = written.saturating_sub(live);
-        let (&oldest, _) = st.segs.iter().next()?;
-        if oldest == st.active {
+        let ratio = st.opts.compaction_dead_ratio_min;
+        if dead as f64 <= ratio * written as f64 {
             return None;
         }
-        let ratio = st.opts.compaction_dead_ratio_min;
-        (dead as f64 > ratio * written as f64).then_some(oldest)
+        let (&oldest, _) = st.segs.iter().next()?;
+        let dead_share = |s: &Seg| {
+            s.written.saturating_sub(s.live) as f64 / s.written.max(1) as f64
+        };
+        let best = st
+            .segs
+            .iter()
+            .filter(|(id, s)| **id != st.active && (**id == oldest || s.tombstones == 0))
+            .map(|(id, s)| (dead_share(s), *id))
+            .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
+        match best {
+            Some((share, id)) if share > ratio => Some(id),
+            _ => (oldest != st.active).then_some(oldest),
+        }
+    }
+
+    /// Writes a checkpoint of the index as it is now (`Store::write_checkpoint`).
+    pub(crate) async fn checkpoint_now(inner: &Rc<Inner>) -> Result<(), StorageError> {
+        write_checkpoint(inner).await
     }
 
     /// True if the entry still lives where compaction found it.
