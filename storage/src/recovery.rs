@@ -45,6 +45,9 @@ pub struct RecoveryReport {
     pub repaired_corruption: Option<(u32, u64)>,
     /// Entries loaded from a checkpoint (then only the log after it was scanned), if one was used.
     pub checkpoint_entries: Option<u64>,
+    /// Why a checkpoint found at open was not used (torn, damaged, stale); the whole log was
+    /// scanned instead.
+    pub checkpoint_ignored: Option<String>,
 }
 
 /// A damaged record slot.

@@ -262,7 +262,10 @@ impl Store {
             .filter_map(|n| format::parse_segment_name(n))
             .collect();
         ids.sort_unstable();
-        let ckpt = load_checkpoint(&*disk, &ids).await?;
+        let (ckpt, checkpoint_ignored) = match load_checkpoint(&*disk, &ids).await? {
+            Ok(c) => (Some(c), None),
+            Err(why) => (None, why),
+        };
         // Segments wholly before the checkpoint's tail are not scanned, only opened for reads.
         let mut before = Vec::new();
         if let Some(c) = &ckpt {
@@ -300,7 +303,10 @@ impl Store {
             disk: disk.clone(),
             state: RefCell::new(st),
         });
-        let mut report = RecoveryReport::default();
+        let mut report = RecoveryReport {
+            checkpoint_ignored,
+            ..RecoveryReport::default()
+        };
         let mut next_seq = ckpt.as_ref().map(|c| c.next_seq);
         let start_offset = ckpt.as_ref().map_or(0, |c| c.tail_off as usize);
         {
@@ -712,25 +718,36 @@ async fn check_manifest(disk: &dyn Disk, opts: &StoreOptions) -> Result<(), Open
 
 /// Loads and then deletes the checkpoint, if there is a usable one. A checkpoint naming a
 /// segment that is not on disk is ignored (a full scan is always correct).
+/// Returns the checkpoint, or why it was ignored.
 async fn load_checkpoint(
     disk: &dyn Disk,
     ids: &[u32],
-) -> Result<Option<checkpoint::Checkpoint>, OpenError> {
+) -> Result<Result<checkpoint::Checkpoint, Option<String>>, OpenError> {
     let Some(bytes) = disk.read_small(checkpoint::CHECKPOINT_NAME).await? else {
-        return Ok(None);
+        return Ok(Err(None));
     };
     // Deleted before anything else happens: compaction may remove segments it refers to.
     disk.remove(checkpoint::CHECKPOINT_NAME).await?;
     disk.sync_dir().await?;
     let Some(c) = checkpoint::decode(&bytes) else {
-        return Ok(None);
+        return Ok(Err(Some(format!(
+            "checkpoint of {} bytes is torn, damaged or of another layout",
+            bytes.len()
+        ))));
     };
     let known = |seg: u32| ids.binary_search(&seg).is_ok();
-    let entries_ok = c.entries.iter().all(|(_, _, l)| match l {
-        Loc::Disk { seg, .. } => known(*seg),
-        Loc::Mem(_) => true,
-    });
-    Ok((known(c.tail_seg) && entries_ok).then_some(c))
+    let missing = std::iter::once(c.tail_seg)
+        .chain(c.entries.iter().filter_map(|(_, _, l)| match l {
+            Loc::Disk { seg, .. } => Some(*seg),
+            Loc::Mem(_) => None,
+        }))
+        .find(|&seg| !known(seg));
+    match missing {
+        Some(seg) => Ok(Err(Some(format!(
+            "checkpoint refers to segment {seg}, which compaction has removed since"
+        )))),
+        None => Ok(Ok(c)),
+    }
 }
 
 async fn read_whole(f: &dyn DiskFile) -> std::io::Result<Vec<u8>> {
@@ -1278,9 +1295,16 @@ pub(crate) mod internal {
             .filter(|(id, s)| **id != st.active && (**id == oldest || s.tombstones == 0))
             .map(|(id, s)| (dead_share(s), *id))
             .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
+        // The oldest is rewritten although it has little garbage only when it stands in the way
+        // of a segment full of garbage that holds tombstones. Otherwise every sealed segment is
+        // at most `ratio` dead, which already bounds disk use (live / (1 - ratio) + the active).
+        let blocked = st
+            .segs
+            .iter()
+            .any(|(id, s)| *id != st.active && s.tombstones > 0 && dead_share(s) > ratio);
         match best {
             Some((share, id)) if share > ratio => Some(id),
-            _ => (oldest != st.active).then_some(oldest),
+            _ => (oldest != st.active && blocked).then_some(oldest),
         }
     }
 
