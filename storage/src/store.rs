@@ -342,9 +342,7 @@ impl Store {
         // read ahead only as far as needed to tell a torn tail from corruption.
         let mut cut = (0usize, 0u64);
         let scan_one = |i: usize, start: usize, expect: Option<u64>| -> ScanFuture {
-            let Some(&id) = ids.get(i) else {
-                return None;
-            };
+            let &id = ids.get(i)?;
             if let Some(path) = disk.local_path(&format::segment_name(id)) {
                 let next = ids
                     .get(i + 1)
