@@ -27,7 +27,7 @@ use crate::format::{
     RECORD_HEADER_SIZE, align_up, record_size,
 };
 use crate::index::{
-    Index, Loc, ObjectId, RecordBuf, SEG_PENDING, Value, entry_bytes, prefix_successor,
+    Index, Key, Loc, ObjectId, RecordBuf, SEG_PENDING, Value, entry_bytes, prefix_successor,
 };
 use crate::io::{Disk, DiskFile, DmaDisk};
 use crate::options::{ListOptions, StoreOptions};
@@ -896,7 +896,7 @@ impl State {
         let mut entries = Vec::new();
         for (obj, map) in &self.index.objects {
             for (k, l) in map {
-                entries.push((*obj, k.clone(), l.clone()));
+                entries.push((*obj, k.to_vec(), l.clone()));
             }
         }
         checkpoint::Checkpoint {
@@ -964,7 +964,7 @@ impl State {
         }
         let limit = o.limit.unwrap_or(usize::MAX);
         let range = map.range::<[u8], _>((as_slice_bound(&lower), as_slice_bound(&upper)));
-        let pick = |(k, l): (&Vec<u8>, &Loc)| (k.clone(), l.clone());
+        let pick = |(k, l): (&Key, &Loc)| (k.to_vec(), l.clone());
         if o.reverse {
             range.rev().take(limit).map(pick).collect()
         } else {
@@ -1260,7 +1260,7 @@ pub(crate) mod internal {
         for (obj, map) in &st.index.objects {
             for (k, l) in map {
                 if l.seg() == seg {
-                    out.push((*obj, k.clone(), l.clone()));
+                    out.push((*obj, k.to_vec(), l.clone()));
                 }
             }
         }
@@ -1284,9 +1284,8 @@ pub(crate) mod internal {
             return None;
         }
         let (&oldest, _) = st.segs.iter().next()?;
-        let dead_share = |s: &Seg| {
-            s.written.saturating_sub(s.live) as f64 / s.written.max(1) as f64
-        };
+        let dead_share =
+            |s: &Seg| s.written.saturating_sub(s.live) as f64 / s.written.max(1) as f64;
         let best = st
             .segs
             .iter()

@@ -173,7 +173,10 @@ fn a_restart_after_compaction_loads_its_checkpoint_and_scans_only_the_tail() {
         let _ = s.put(&obj(1), b"tail", b"t").unwrap();
         s.sync().await.unwrap();
         let st = s.stats();
-        assert!(st.segments_compacted > 0 && st.checkpoints_written > 0, "{st:?}");
+        assert!(
+            st.segments_compacted > 0 && st.checkpoints_written > 0,
+            "{st:?}"
+        );
         let image = disk.power_loss();
         assert!(image.file_names().contains(&"CHECKPOINT".to_string()));
         let r = open_mem(&image, opts).await;
@@ -190,6 +193,9 @@ fn a_restart_after_compaction_loads_its_checkpoint_and_scans_only_the_tail() {
             assert_eq!(&*v, &59u32.to_be_bytes().repeat(250)[..]);
         }
         assert_eq!(&*r.get(&obj(1), b"tail").await.unwrap().unwrap(), b"t");
-        assert_eq!(r.list(&obj(1), &Default::default()).await.unwrap().len(), 21);
+        assert_eq!(
+            r.list(&obj(1), &Default::default()).await.unwrap().len(),
+            21
+        );
     });
 }

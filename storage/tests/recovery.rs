@@ -317,7 +317,10 @@ fn a_torn_checkpoint_is_ignored_with_a_reason_and_the_log_is_scanned() {
             let r = s.stats().recovery;
             assert_eq!((r.checkpoint_entries, r.records), (None, 50), "cut {cut}");
             assert!(r.checkpoint_ignored.unwrap().contains("torn"), "cut {cut}");
-            assert_eq!(s.list(&obj(1), &Default::default()).await.unwrap().len(), 50);
+            assert_eq!(
+                s.list(&obj(1), &Default::default()).await.unwrap().len(),
+                50
+            );
             drop(s);
         }
     });
