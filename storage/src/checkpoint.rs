@@ -1,11 +1,11 @@
-//! The checkpoint (hint file): a snapshot of the index written at clean shutdown, so that the
-//! next open loads it and scans only the log written after it.
+//! The checkpoint (hint file): a snapshot of the index written after each compaction and at
+//! clean shutdown, so that the next open loads it and scans only the log written after it.
 //!
-//! Byte layout (little-endian, `docs/STORAGE-FORMAT.md`): magic `CAIRNCP\0`, version u32,
+//! Byte layout 2 (little-endian, `docs/STORAGE-FORMAT.md`): magic `CAIRNCP2`, version u32,
 //! crc u32 (CRC32C of everything after it), tail segment u32, tail offset u64, next seq u64,
-//! segment count u32 and per segment (id u32, written u64, live u64), entry count u64 and per
-//! entry: object id (32), key length u32, key, tag u8, then tag 0: value length u32 and value,
-//! tag 1: segment u32, offset u64, length u32.
+//! segment count u32 and per segment (id u32, written u64, live u64, tombstones u64), entry
+//! count u64 and per entry: object id (32), key length u32, key, tag u8, then tag 0: segment
+//! u32, value length u32 and value, tag 1: segment u32, offset u64, length u32.
 //!
 //! A checkpoint is trusted only whole: any mismatch makes the open fall back to a full scan,
 //! which is always correct. It is deleted as soon as it has been loaded, because compaction

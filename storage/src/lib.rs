@@ -6,7 +6,9 @@
 //! at once (read-your-writes) and return a [`Ticket`]; a group-commit loop writes everything that
 //! accumulated with O_DIRECT on io_uring (glommio) and fdatasyncs once per group, then resolves
 //! the group's tickets. Recovery scans the log, verifies checksums, cuts a torn tail and rebuilds
-//! the index. Compaction reclaims the oldest segment in the background. The format is in
+//! the index (reading and verifying on a helper thread one segment ahead; see `recovery.rs`).
+//! Compaction reclaims the sealed segment with most garbage in the background and then writes
+//! a checkpoint so a restart scans only the tail. The format is in
 //! `docs/STORAGE-FORMAT.md`.
 //!
 //! **What it is not.** It knows nothing of HTTP, objects' names, shards other than its own, or
