@@ -104,7 +104,8 @@ async fn print_recovery(dir: &Path, recovery_mib: u64) {
         r.scan_cpu_s
     );
     println!(
-        "| recovery, same scan per CPU-second of the process (shard + helper thread) | {:.0} records/s ({:.2} s CPU) | — |",
+        "| recovery, same scan per CPU-second of the process (shard + helper thread) \
+         | {:.0} records/s ({:.2} s CPU) | — |",
         r.records as f64 / r.scan_process_cpu_s,
         r.scan_process_cpu_s
     );
