@@ -47,7 +47,8 @@
 //! tests can use [`MemDisk`]; `Batch` is also how `put_many`/`delete_many` are expressed;
 //! `Ticket::durable` is an `async fn`; `StorageError` has a `Closed` variant.
 
-// One `unsafe` block in the crate: `format::access_body_trusted`, with its proof.
+// Two `unsafe` blocks in the crate, each with its proof: `format::access_body_trusted` and the
+// `posix_fadvise` call in `recovery::advise`.
 #![deny(unsafe_code)]
 
 mod checkpoint;
