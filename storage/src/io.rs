@@ -8,6 +8,12 @@
 //! Contract for `write_at`: offsets and lengths are multiples of `BLOCK_SIZE`. Small metadata
 //! files (manifest) go through `read_small`/`write_small_atomic`, which are whole-file
 //! operations that are durable when they return.
+//!
+//! Thread-per-core: `DmaDisk` does data I/O on io_uring, and every blocking file-system call
+//! (listing, remove, rename, directory fsync, the manifest and checkpoint files) on glommio's
+//! blocking thread pool, so none stalls the shard's executor. What remains on the shard thread
+//! is `create_dir_all` in `DmaDisk::new` and one `stat` of the manifest per file open (open and
+//! segment rolls only).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
