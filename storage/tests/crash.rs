@@ -252,7 +252,8 @@ fn crash_child() {
                 }
             }));
         }
-        // Churn on another object: overwrites make garbage, so compaction (and the checkpoint it
+        // Churn on another object: overwrites of values large enough to live on disk make
+        // garbage faster than the batches add live data, so compaction (and the checkpoint it
         // writes) runs while the parent kills us; the occasional delete leaves tombstones.
         let churn = s.clone();
         tasks.push(glommio::spawn_local(async move {
@@ -261,7 +262,7 @@ fn crash_child() {
                 let t = if i % 100 == 99 {
                     churn.delete(&obj(9), &key).unwrap().0
                 } else {
-                    churn.put(&obj(9), &key, &[i as u8; 2000]).unwrap()
+                    churn.put(&obj(9), &key, &[i as u8; 8000]).unwrap()
                 };
                 t.durable().await.unwrap();
             }
