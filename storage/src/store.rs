@@ -896,7 +896,17 @@ impl State {
         let mut entries = Vec::new();
         for (obj, map) in &self.index.objects {
             for (k, l) in map {
-                entries.push((*obj, k.to_vec(), l.clone()));
+                let loc = match l {
+                    // Not yet written: the checkpoint must record it as "after the tail" even
+                    // though it is encoded after its group has become durable (and its record
+                    // then names a segment), or the replay would discharge the live bytes it
+                    // charges, leaving that segment's count short.
+                    Loc::Mem(v) if v.seg() == SEG_PENDING => {
+                        Loc::Mem(Value::loaded(v.to_vec(), SEG_PENDING))
+                    }
+                    l => l.clone(),
+                };
+                entries.push((*obj, k.to_vec(), loc));
             }
         }
         checkpoint::Checkpoint {
