@@ -1,11 +1,11 @@
-//! The checkpoint (hint file): a snapshot of the index written at clean shutdown, so that the
-//! next open loads it and scans only the log written after it.
+//! The checkpoint (hint file): a snapshot of the index written after each compaction and at
+//! clean shutdown, so that the next open loads it and scans only the log written after it.
 //!
-//! Byte layout (little-endian, `docs/STORAGE-FORMAT.md`): magic `CAIRNCP\0`, version u32,
+//! Byte layout 2 (little-endian, `docs/STORAGE-FORMAT.md`): magic `CAIRNCP2`, version u32,
 //! crc u32 (CRC32C of everything after it), tail segment u32, tail offset u64, next seq u64,
-//! segment count u32 and per segment (id u32, written u64, live u64), entry count u64 and per
-//! entry: object id (32), key length u32, key, tag u8, then tag 0: value length u32 and value,
-//! tag 1: segment u32, offset u64, length u32.
+//! segment count u32 and per segment (id u32, written u64, live u64, tombstones u64), entry
+//! count u64 and per entry: object id (32), key length u32, key, tag u8, then tag 0: segment
+//! u32, value length u32 and value, tag 1: segment u32, offset u64, length u32.
 //!
 //! A checkpoint is trusted only whole: any mismatch makes the open fall back to a full scan,
 //! which is always correct. It is deleted as soon as it has been loaded, because compaction
@@ -15,15 +15,17 @@ use crate::format::FORMAT_VERSION;
 use crate::index::{Loc, ObjectId, Value};
 
 pub(crate) const CHECKPOINT_NAME: &str = "CHECKPOINT";
-const MAGIC: [u8; 8] = *b"CAIRNCP\0";
+/// Layout 2 (segment tombstone counts, the segment of in-memory values): a layout-1 file fails
+/// the magic check and is ignored, which only costs a full scan.
+const MAGIC: [u8; 8] = *b"CAIRNCP2";
 
 /// What a checkpoint holds.
 pub(crate) struct Checkpoint {
     pub(crate) tail_seg: u32,
     pub(crate) tail_off: u64,
     pub(crate) next_seq: u64,
-    /// `(segment id, bytes written, live bytes)`.
-    pub(crate) segs: Vec<(u32, u64, u64)>,
+    /// `(segment id, bytes written, live bytes, tombstones)`.
+    pub(crate) segs: Vec<(u32, u64, u64, u64)>,
     pub(crate) entries: Vec<(ObjectId, Vec<u8>, Loc)>,
 }
 
@@ -36,10 +38,11 @@ pub(crate) fn encode(c: &Checkpoint) -> Vec<u8> {
     b.extend_from_slice(&c.tail_off.to_le_bytes());
     b.extend_from_slice(&c.next_seq.to_le_bytes());
     b.extend_from_slice(&(c.segs.len() as u32).to_le_bytes());
-    for (id, written, live) in &c.segs {
+    for (id, written, live, tombstones) in &c.segs {
         b.extend_from_slice(&id.to_le_bytes());
         b.extend_from_slice(&written.to_le_bytes());
         b.extend_from_slice(&live.to_le_bytes());
+        b.extend_from_slice(&tombstones.to_le_bytes());
     }
     b.extend_from_slice(&(c.entries.len() as u64).to_le_bytes());
     for (obj, key, loc) in &c.entries {
@@ -49,6 +52,7 @@ pub(crate) fn encode(c: &Checkpoint) -> Vec<u8> {
         match loc {
             Loc::Mem(v) => {
                 b.push(0);
+                b.extend_from_slice(&v.seg().to_le_bytes());
                 b.extend_from_slice(&(v.len() as u32).to_le_bytes());
                 b.extend_from_slice(v);
             }
@@ -81,7 +85,7 @@ pub(crate) fn decode(b: &[u8]) -> Option<Checkpoint> {
     let nsegs = r.u32()?;
     let mut segs = Vec::new();
     for _ in 0..nsegs {
-        segs.push((r.u32()?, r.u64()?, r.u64()?));
+        segs.push((r.u32()?, r.u64()?, r.u64()?, r.u64()?));
     }
     let n = r.u64()?;
     let mut entries = Vec::new();
@@ -91,8 +95,9 @@ pub(crate) fn decode(b: &[u8]) -> Option<Checkpoint> {
         let key = r.take(klen)?.to_vec();
         let loc = match r.take(1)?[0] {
             0 => {
+                let seg = r.u32()?;
                 let vlen = r.u32()? as usize;
-                Loc::Mem(Value::plain(r.take(vlen)?.to_vec()))
+                Loc::Mem(Value::loaded(r.take(vlen)?.to_vec(), seg))
             }
             1 => Loc::Disk {
                 seg: r.u32()?,
@@ -142,12 +147,12 @@ mod tests {
             tail_seg: 3,
             tail_off: 8192,
             next_seq: 77,
-            segs: vec![(2, 100, 50), (3, 8192, 10)],
+            segs: vec![(2, 100, 50, 0), (3, 8192, 10, 4)],
             entries: vec![
                 (
                     [1; 32],
                     b"k".to_vec(),
-                    Loc::Mem(Value::plain(b"v".to_vec())),
+                    Loc::Mem(Value::loaded(b"v".to_vec(), 2)),
                 ),
                 (
                     [2; 32],

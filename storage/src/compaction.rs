@@ -1,13 +1,18 @@
-//! Background compaction: reclaim the oldest segment by rewriting its live entries at the head.
+//! Background compaction: reclaim a sealed segment by rewriting its live entries at the head.
 //!
 //! Policy: after each durable group, if dead bytes exceed `compaction_dead_ratio_min` of all
-//! bytes written and the oldest segment is sealed, rewrite that segment's live entries through
-//! the ordinary commit path, `compaction_step_bytes` per group (waiting for each to be durable,
-//! so a foreground commit never queues behind more than one step), then delete the file.
+//! bytes written, pick the sealed segment with the largest share of dead bytes among those
+//! allowed (below), rewrite its live entries through the ordinary commit path,
+//! `compaction_step_bytes` per group (waiting for each to be durable, so a foreground commit
+//! never queues behind more than one step), delete the file, then write a checkpoint so that a
+//! restart scans only the log after it.
 //!
-//! Why only the oldest segment: a delete tombstone in segment `s` must outlive every older
-//! segment that may hold a put of the same key, or recovery would resurrect the key. Taking the
-//! oldest segment first means no older segment exists, so its tombstones can simply be dropped.
+//! Which segments may go: a delete tombstone in segment `s` must outlive every older segment
+//! that may hold a put of the same key, or recovery would resurrect the key. So a segment
+//! holding tombstones is compacted only once it is the oldest (no older segment exists, so its
+//! tombstones can simply be dropped); a segment without tombstones may go at any time. Removing
+//! a segment from the middle leaves a gap in segment numbers, across which recovery accepts a
+//! jump in sequence numbers (`recovery::SegScan::check_continues`).
 
 use std::rc::{Rc, Weak};
 
@@ -62,5 +67,11 @@ async fn compact_segment(inner: &Rc<crate::store::InnerHandle>, seg: u32) -> Res
         // Something moved back in meanwhile (cannot happen to a sealed segment); try later.
         return Err(());
     }
-    internal::remove_segment(inner, seg).await.map_err(|_| ())
+    internal::remove_segment(inner, seg).await.map_err(|_| ())?;
+    // So that a restart after compaction scans only the log written from here on. A failure is
+    // not fatal: without a checkpoint the next open scans everything, which is always correct.
+    if !internal::is_stopped(inner) {
+        let _ = internal::checkpoint_now(inner).await;
+    }
+    Ok(())
 }

@@ -8,6 +8,12 @@
 //! Contract for `write_at`: offsets and lengths are multiples of `BLOCK_SIZE`. Small metadata
 //! files (manifest) go through `read_small`/`write_small_atomic`, which are whole-file
 //! operations that are durable when they return.
+//!
+//! Thread-per-core: `DmaDisk` does data I/O on io_uring, and every blocking file-system call
+//! (listing, remove, rename, directory fsync, the manifest and checkpoint files) on glommio's
+//! blocking thread pool, so none stalls the shard's executor. What remains on the shard thread
+//! is `create_dir_all` in `DmaDisk::new` and one `stat` of the manifest per file open (open and
+//! segment rolls only).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -38,6 +44,12 @@ pub trait Disk {
     fn read_small(&self, name: &str) -> IoFuture<'_, Option<Vec<u8>>>;
     /// Replaces a small file atomically and durably (write temp, fsync, rename, fsync dir).
     fn write_small_atomic(&self, name: &str, bytes: &[u8]) -> IoFuture<'_, ()>;
+    /// The file's path in the local filesystem, if it has one. Recovery then reads and verifies
+    /// segments on glommio's blocking thread pool, overlapping with the shard applying them;
+    /// without one (e.g. [`MemDisk`]) it reads them through [`DiskFile::read_at`] instead.
+    fn local_path(&self, _name: &str) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// One open data file.
@@ -75,6 +87,10 @@ struct DmaDiskFile {
 }
 
 impl Disk for DmaDisk {
+    fn local_path(&self, name: &str) -> Option<PathBuf> {
+        Some(self.dir.join(name))
+    }
+
     fn open(&self, name: &str, create: bool) -> IoFuture<'_, Rc<dyn DiskFile>> {
         let path = self.dir.join(name);
         let probe = self.dir.join(crate::format::MANIFEST_NAME);
@@ -102,10 +118,10 @@ impl Disk for DmaDisk {
     }
 
     fn list(&self) -> IoFuture<'_, Vec<String>> {
-        // Directory listing happens once at open; a blocking readdir there is acceptable.
-        Box::pin(async move {
+        let dir = self.dir.clone();
+        blocking(move || {
             let mut names = Vec::new();
-            for e in std::fs::read_dir(&self.dir)? {
+            for e in std::fs::read_dir(&dir)? {
                 names.push(e?.file_name().to_string_lossy().into_owned());
             }
             Ok(names)
@@ -114,43 +130,51 @@ impl Disk for DmaDisk {
 
     fn remove(&self, name: &str) -> IoFuture<'_, ()> {
         let path = self.dir.join(name);
-        Box::pin(async move { std::fs::remove_file(path) })
+        blocking(move || std::fs::remove_file(path))
     }
 
     fn rename(&self, from: &str, to: &str) -> IoFuture<'_, ()> {
         let (from, to) = (self.dir.join(from), self.dir.join(to));
-        Box::pin(async move { std::fs::rename(from, to) })
+        blocking(move || std::fs::rename(from, to))
     }
 
     fn sync_dir(&self) -> IoFuture<'_, ()> {
-        // Rare (segment roll, compaction); glommio has no async directory fsync.
-        Box::pin(async move { std::fs::File::open(&self.dir)?.sync_all() })
+        // glommio has no async directory fsync.
+        let dir = self.dir.clone();
+        blocking(move || std::fs::File::open(dir)?.sync_all())
     }
 
     fn read_small(&self, name: &str) -> IoFuture<'_, Option<Vec<u8>>> {
         let path = self.dir.join(name);
-        Box::pin(async move {
-            match std::fs::read(path) {
-                Ok(b) => Ok(Some(b)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e),
-            }
+        blocking(move || match std::fs::read(path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         })
     }
 
     fn write_small_atomic(&self, name: &str, bytes: &[u8]) -> IoFuture<'_, ()> {
         let path = self.dir.join(name);
         let tmp = self.dir.join(format!("{name}.tmp"));
+        let dir = self.dir.clone();
         let bytes = bytes.to_vec();
-        Box::pin(async move {
+        blocking(move || {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
             std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(&self.dir)?.sync_all()
+            std::fs::File::open(dir)?.sync_all()
         })
     }
+}
+
+/// Runs a blocking file-system call on glommio's blocking thread pool, so that directory
+/// operations (rare: segment rolls, compaction, checkpoints) never stall the shard's executor.
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> IoFuture<'static, T> {
+    Box::pin(glommio::executor().spawn_blocking(f))
 }
 
 impl DiskFile for DmaDiskFile {

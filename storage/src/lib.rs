@@ -6,7 +6,9 @@
 //! at once (read-your-writes) and return a [`Ticket`]; a group-commit loop writes everything that
 //! accumulated with O_DIRECT on io_uring (glommio) and fdatasyncs once per group, then resolves
 //! the group's tickets. Recovery scans the log, verifies checksums, cuts a torn tail and rebuilds
-//! the index. Compaction reclaims the oldest segment in the background. The format is in
+//! the index (reading and verifying on a helper thread one segment ahead; see `recovery.rs`).
+//! Compaction reclaims the sealed segment with most garbage in the background and then writes
+//! a checkpoint so a restart scans only the tail. The format is in
 //! `docs/STORAGE-FORMAT.md`.
 //!
 //! **What it is not.** It knows nothing of HTTP, objects' names, shards other than its own, or
@@ -45,7 +47,8 @@
 //! tests can use [`MemDisk`]; `Batch` is also how `put_many`/`delete_many` are expressed;
 //! `Ticket::durable` is an `async fn`; `StorageError` has a `Closed` variant.
 
-// One `unsafe` block in the crate: `format::access_body_trusted`, with its proof.
+// Two `unsafe` blocks in the crate, each with its proof: `format::access_body_trusted` and the
+// `posix_fadvise` call in `recovery::advise`.
 #![deny(unsafe_code)]
 
 mod checkpoint;

@@ -27,11 +27,28 @@ use crate::format::{
     RECORD_HEADER_SIZE, align_up, record_size,
 };
 use crate::index::{
-    Index, Loc, ObjectId, RecordBuf, SEG_PENDING, Value, entry_bytes, prefix_successor,
+    Index, Key, Loc, ObjectId, RecordBuf, SEG_PENDING, Value, entry_bytes, prefix_successor,
 };
 use crate::io::{Disk, DiskFile, DmaDisk};
 use crate::options::{ListOptions, StoreOptions};
-use crate::recovery::{self, RecoveryReport, SegEnd};
+use crate::recovery::{self, RecoveryReport, SegBytes, SegEnd, SegScan};
+
+/// The read and scan of one segment during recovery, `None` past the last segment.
+type ScanFuture = Option<glommio::Task<std::io::Result<(SegBytes, SegScan)>>>;
+
+/// Lets every other ready task of this executor run once.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
 
 /// Counters and gauges of one store.
 #[derive(Clone, Debug, Default)]
@@ -60,6 +77,8 @@ pub struct StoreStats {
     pub segments: u32,
     /// Segments reclaimed by compaction.
     pub segments_compacted: u64,
+    /// Checkpoints written (by compaction, `close`, or `Store::write_checkpoint`).
+    pub checkpoints_written: u64,
     /// Segments that started as the zero-filled spare (the rest were made at the roll).
     pub segments_from_spare: u64,
     /// Why the store is read-only, if it is.
@@ -72,6 +91,8 @@ struct Seg {
     file: Rc<dyn DiskFile>,
     written: u64,
     live: u64,
+    /// Delete operations written to it (see `RecordBuf::tombstones`).
+    tombstones: u64,
 }
 
 pub(crate) struct State {
@@ -81,6 +102,9 @@ pub(crate) struct State {
     active: u32,
     write_pos: u64,
     next_seq: u64,
+    /// Sequence number of the record that will sit at `write_pos` (`next_seq` runs ahead of it
+    /// while a group is being written).
+    write_pos_seq: u64,
     pending: Vec<Rc<RecordBuf>>,
     /// Group that new mutations join.
     open_group: u64,
@@ -238,7 +262,10 @@ impl Store {
             .filter_map(|n| format::parse_segment_name(n))
             .collect();
         ids.sort_unstable();
-        let ckpt = load_checkpoint(&*disk, &ids).await?;
+        let (ckpt, checkpoint_ignored) = match load_checkpoint(&*disk, &ids).await? {
+            Ok(c) => (Some(c), None),
+            Err(why) => (None, why),
+        };
         // Segments wholly before the checkpoint's tail are not scanned, only opened for reads.
         let mut before = Vec::new();
         if let Some(c) = &ckpt {
@@ -258,6 +285,7 @@ impl Store {
             active: 0,
             write_pos: 0,
             next_seq: 1,
+            write_pos_seq: 1,
             pending: Vec::new(),
             open_group: 1,
             durable_group: 0,
@@ -275,7 +303,10 @@ impl Store {
             disk: disk.clone(),
             state: RefCell::new(st),
         });
-        let mut report = RecoveryReport::default();
+        let mut report = RecoveryReport {
+            checkpoint_ignored,
+            ..RecoveryReport::default()
+        };
         let mut next_seq = ckpt.as_ref().map(|c| c.next_seq);
         let start_offset = ckpt.as_ref().map_or(0, |c| c.tail_off as usize);
         {
@@ -284,6 +315,7 @@ impl Store {
                 file,
                 written: 0,
                 live: 0,
+                tombstones: 0,
             };
             for (id, file) in before
                 .into_iter()
@@ -293,10 +325,11 @@ impl Store {
             }
             if let Some(c) = ckpt {
                 report.checkpoint_entries = Some(c.entries.len() as u64);
-                for (id, written, live) in c.segs {
+                for (id, written, live, tombstones) in c.segs {
                     if let Some(s) = st.segs.get_mut(&id) {
                         s.written = written;
                         s.live = live;
+                        s.tombstones = tombstones;
                     }
                 }
                 for (obj, key, loc) in c.entries {
@@ -304,36 +337,82 @@ impl Store {
                 }
             }
         }
-        // One segment in memory at a time; on damage, read ahead only as far as needed to tell a
-        // torn tail from corruption.
+        // Segment `i + 1` is read and verified (on glommio's blocking thread pool when the disk
+        // is a real directory) while this thread applies segment `i` to the index. On damage,
+        // read ahead only as far as needed to tell a torn tail from corruption.
         let mut cut = (0usize, 0u64);
-        // The next segment is read while this one is scanned.
-        let prefetch = |i: usize| {
-            files
-                .get(i)
-                .cloned()
-                .map(|f| glommio::spawn_local(async move { read_whole(&*f).await }))
+        let scan_one = |i: usize, start: usize, expect: Option<u64>| -> ScanFuture {
+            let &id = ids.get(i)?;
+            if let Some(path) = disk.local_path(&format::segment_name(id)) {
+                let next = ids
+                    .get(i + 1)
+                    .and_then(|&n| disk.local_path(&format::segment_name(n)));
+                return Some(glommio::spawn_local(async move {
+                    glommio::executor()
+                        .spawn_blocking(move || {
+                            recovery::read_and_scan(&path, next.as_deref(), start, expect)
+                        })
+                        .await
+                }));
+            }
+            let file = files[i].clone();
+            Some(glommio::spawn_local(async move {
+                let mut bytes = SegBytes::new();
+                bytes.extend_from_slice(&read_whole(&*file).await?);
+                let scan = recovery::scan_segment(&bytes, start, expect);
+                Ok((bytes, scan))
+            }))
         };
-        let mut next = prefetch(0);
+        let mut next = scan_one(0, start_offset, next_seq);
         for (i, &id) in ids.iter().enumerate() {
-            let bytes = next
+            let (bytes, mut scan) = next
                 .take()
                 .expect("a read was started for every segment")
                 .await?;
-            next = prefetch(i + 1);
-            let end = {
+            // The next segment's scan cannot know where the sequence stands; it is checked here.
+            next = scan_one(i + 1, 0, None);
+            // Let the new task hand its job to the helper thread before this one is busy.
+            yield_now().await;
+            // Segments are numbered without reuse: a gap is a segment compaction removed.
+            let exact = i == 0 || ids[i - 1] + 1 == id;
+            scan.check_continues(next_seq, exact);
+            let start = if i == 0 { start_offset } else { 0 };
+            report.segments += 1;
+            report.bytes_scanned += bytes.len().saturating_sub(start) as u64;
+            report.records += scan.records.len() as u64;
+            report.groups += scan.groups;
+            if scan.next_seq.is_some() {
+                next_seq = scan.next_seq;
+            }
+            {
                 let mut st = inner.state.borrow_mut();
-                let start = if i == 0 { start_offset } else { 0 };
-                recovery::scan_segment(id, &bytes, start, &mut report, &mut next_seq, |g| {
-                    for rec in g.records {
-                        let size = record_size(rec.body.len()) as u64;
-                        if let Some(s) = st.segs.get_mut(&rec.seg.get()) {
-                            s.written += size;
-                        }
-                        apply_record(&mut st, &rec);
-                    }
-                })
-            };
+                let st = &mut *st;
+                let inline_max = st.opts.value_inline_bytes_max;
+                let written: u64 = scan
+                    .records
+                    .iter()
+                    .map(|r| record_size(r.body.len()) as u64)
+                    .sum();
+                let tombstones: u64 = scan.records.iter().map(|r| u64::from(r.tombstones)).sum();
+                if let Some(s) = st.segs.get_mut(&id) {
+                    s.written += written;
+                    s.tombstones += tombstones;
+                }
+                for r in scan.records {
+                    let rec = Rc::new(RecordBuf {
+                        put_bytes: r.put_bytes,
+                        // Recovery indexes large values straight to their disk location.
+                        has_large: false,
+                        tombstones: r.tombstones,
+                        body: r.body,
+                        seg: std::cell::Cell::new(id),
+                        body_off: std::cell::Cell::new(r.body_off),
+                        dead_bytes: std::cell::Cell::new(0),
+                    });
+                    apply_record(&mut st.segs, &mut st.index, inline_max, &rec);
+                }
+            }
+            let end = scan.end;
             let (damage, group_start, group_seq) = match end {
                 SegEnd::Clean { offset } => {
                     cut = (i, offset);
@@ -345,9 +424,6 @@ impl Store {
                     group_seq,
                 } => (damage, group_start, group_seq),
             };
-            if let Some(n) = next.take() {
-                n.await?;
-            }
             let mut later = recovery::valid_group_in(&bytes, group_start + 1, group_seq);
             for f in &files[i + 1..] {
                 if later {
@@ -382,6 +458,7 @@ impl Store {
             cut = (i, from as u64);
             break;
         }
+        drop(next);
         let (cut_index, cut_offset) = cut;
         // Segments after the cut hold no valid group (or, with repair, what we chose to drop).
         for &id in ids.iter().skip(cut_index + 1) {
@@ -394,6 +471,7 @@ impl Store {
         {
             let mut st = inner.state.borrow_mut();
             st.next_seq = next_seq.unwrap_or(1);
+            st.write_pos_seq = st.next_seq;
             st.stats.recovery = report;
             if let Some(&id) = ids.get(cut_index) {
                 st.active = id;
@@ -545,15 +623,15 @@ impl Store {
         }
         // Mutations are refused from here on; this waits for anything issued before.
         self.sync().await?;
-        let bytes = {
-            let mut st = self.inner.state.borrow_mut();
-            wake(&mut st.loop_waker);
-            checkpoint::encode(&st.checkpoint())
-        };
-        let disk = self.inner.disk.clone();
-        disk.write_small_atomic(checkpoint::CHECKPOINT_NAME, &bytes)
-            .await
-            .map_err(|e| StorageError::io("writing the checkpoint", &e))
+        wake(&mut self.inner.state.borrow_mut().loop_waker);
+        write_checkpoint(&self.inner).await
+    }
+
+    /// Writes a checkpoint (hint file) of the index as it is now, so that the next open loads it
+    /// and scans only the log written after this call. Compaction calls it after reclaiming a
+    /// segment and `close` at the end; it is also safe to call at any time.
+    pub async fn write_checkpoint(&self) -> Result<(), StorageError> {
+        write_checkpoint(&self.inner).await
     }
 
     /// Counters, gauges, and the read-only reason if any.
@@ -567,6 +645,31 @@ impl Store {
         s.read_only = st.failed.as_ref().map(|(_, r)| r.clone());
         s
     }
+}
+
+/// Snapshots the index and writes it as the checkpoint once everything in the snapshot is
+/// durable. The snapshot may include mutations not yet durable (they are applied to the index
+/// at once); its tail is where they will be written, so the next open replays them again from
+/// the log, which is harmless (replaying a record over its own effect changes nothing). Written
+/// only after they are durable, so a checkpoint never holds a write the log may lose.
+async fn write_checkpoint(inner: &Rc<Inner>) -> Result<(), StorageError> {
+    let (snapshot, ticket) = {
+        let st = inner.state.borrow();
+        (st.checkpoint(), inner.last_ticket())
+    };
+    ticket
+        .durable()
+        .await
+        .map_err(|e| StorageError::ReadOnly { reason: e.reason })?;
+    let bytes = checkpoint::encode(&snapshot);
+    drop(snapshot);
+    inner
+        .disk
+        .write_small_atomic(checkpoint::CHECKPOINT_NAME, &bytes)
+        .await
+        .map_err(|e| StorageError::io("writing the checkpoint", &e))?;
+    inner.state.borrow_mut().stats.checkpoints_written += 1;
+    Ok(())
 }
 
 fn wake(w: &mut Option<Waker>) {
@@ -613,25 +716,36 @@ async fn check_manifest(disk: &dyn Disk, opts: &StoreOptions) -> Result<(), Open
 
 /// Loads and then deletes the checkpoint, if there is a usable one. A checkpoint naming a
 /// segment that is not on disk is ignored (a full scan is always correct).
+/// Returns the checkpoint, or why it was ignored.
 async fn load_checkpoint(
     disk: &dyn Disk,
     ids: &[u32],
-) -> Result<Option<checkpoint::Checkpoint>, OpenError> {
+) -> Result<Result<checkpoint::Checkpoint, Option<String>>, OpenError> {
     let Some(bytes) = disk.read_small(checkpoint::CHECKPOINT_NAME).await? else {
-        return Ok(None);
+        return Ok(Err(None));
     };
     // Deleted before anything else happens: compaction may remove segments it refers to.
     disk.remove(checkpoint::CHECKPOINT_NAME).await?;
     disk.sync_dir().await?;
     let Some(c) = checkpoint::decode(&bytes) else {
-        return Ok(None);
+        return Ok(Err(Some(format!(
+            "checkpoint of {} bytes is torn, damaged or of another layout",
+            bytes.len()
+        ))));
     };
     let known = |seg: u32| ids.binary_search(&seg).is_ok();
-    let entries_ok = c.entries.iter().all(|(_, _, l)| match l {
-        Loc::Disk { seg, .. } => known(*seg),
-        Loc::Mem(_) => true,
-    });
-    Ok((known(c.tail_seg) && entries_ok).then_some(c))
+    let missing = std::iter::once(c.tail_seg)
+        .chain(c.entries.iter().filter_map(|(_, _, l)| match l {
+            Loc::Disk { seg, .. } => Some(*seg),
+            Loc::Mem(_) => None,
+        }))
+        .find(|&seg| !known(seg));
+    match missing {
+        Some(seg) => Ok(Err(Some(format!(
+            "checkpoint refers to segment {seg}, which compaction has removed since"
+        )))),
+        None => Ok(Ok(c)),
+    }
 }
 
 async fn read_whole(f: &dyn DiskFile) -> std::io::Result<Vec<u8>> {
@@ -681,6 +795,7 @@ async fn new_segment(inner: &Inner, id: u32) -> std::io::Result<Seg> {
         file,
         written: 0,
         live: 0,
+        tombstones: 0,
     })
 }
 
@@ -704,17 +819,21 @@ async fn prepare_spare(weak: Weak<Inner>) {
     }
 }
 
-/// Applies a record's operations to the index and the live-byte accounting.
-fn apply_record(st: &mut State, rec: &Rc<RecordBuf>) {
+/// Applies a record's operations to an index and the live-byte accounting of `segs`.
+fn apply_record(
+    segs: &mut BTreeMap<u32, Seg>,
+    index: &mut Index,
+    inline_max: usize,
+    rec: &Rc<RecordBuf>,
+) {
     // Records reaching here were validated (recovery) or produced by us (mutate).
     let body = format::access_body_trusted(&rec.body);
     let base = rec.body.as_ptr() as usize;
     let seg = rec.seg.get();
-    let inline_max = st.opts.value_inline_bytes_max;
     for op in body.ops.iter() {
         let obj: ObjectId = op.obj;
         let key = op.key.as_slice();
-        let old = match op.code {
+        match op.code {
             OP_PUT => {
                 let v = op.value.as_slice();
                 let start = v.as_ptr() as usize - base;
@@ -727,27 +846,32 @@ fn apply_record(st: &mut State, rec: &Rc<RecordBuf>) {
                 } else {
                     Loc::Mem(Value::in_record(rec.clone(), start..start + v.len()))
                 };
+                // Charged before the old entry is discharged: both may be in this segment.
                 if seg != SEG_PENDING
-                    && let Some(s) = st.segs.get_mut(&seg)
+                    && let Some(s) = segs.get_mut(&seg)
                 {
                     s.live += entry_bytes(key.len(), v.len());
                 }
-                st.index.put(&obj, key, loc).map(|l| vec![(key.len(), l)])
+                if let Some(old) = index.put(&obj, key, loc) {
+                    charge_dead(segs, key.len(), &old);
+                }
             }
-            OP_DELETE => st.index.delete(&obj, key).map(|l| vec![(key.len(), l)]),
-            OP_DELETE_ALL => st
-                .index
-                .delete_all(&obj)
-                .map(|m| m.into_iter().map(|(k, l)| (k.len(), l)).collect()),
-            _ => None,
-        };
-        for (klen, loc) in old.into_iter().flatten() {
-            charge_dead(st, klen, &loc);
+            OP_DELETE => {
+                if let Some(old) = index.delete(&obj, key) {
+                    charge_dead(segs, key.len(), &old);
+                }
+            }
+            OP_DELETE_ALL => {
+                for (k, old) in index.delete_all(&obj).into_iter().flatten() {
+                    charge_dead(segs, k.len(), &old);
+                }
+            }
+            _ => {}
         }
     }
 }
 
-fn charge_dead(st: &mut State, key_len: usize, loc: &Loc) {
+fn charge_dead(segs: &mut BTreeMap<u32, Seg>, key_len: usize, loc: &Loc) {
     let bytes = entry_bytes(key_len, loc.value_len());
     match loc.seg() {
         SEG_PENDING => {
@@ -758,7 +882,7 @@ fn charge_dead(st: &mut State, key_len: usize, loc: &Loc) {
             }
         }
         seg => {
-            if let Some(s) = st.segs.get_mut(&seg) {
+            if let Some(s) = segs.get_mut(&seg) {
                 s.live = s.live.saturating_sub(bytes);
             }
         }
@@ -766,26 +890,33 @@ fn charge_dead(st: &mut State, key_len: usize, loc: &Loc) {
 }
 
 impl State {
-    /// A snapshot of the index for the checkpoint. Only called with nothing pending.
+    /// A snapshot of the index for the checkpoint, tail at the current write position (see
+    /// `write_checkpoint` for why pending writes may be included).
     fn checkpoint(&self) -> checkpoint::Checkpoint {
-        assert!(
-            self.pending.is_empty(),
-            "checkpoint taken with writes pending"
-        );
         let mut entries = Vec::new();
         for (obj, map) in &self.index.objects {
             for (k, l) in map {
-                entries.push((*obj, k.clone(), l.clone()));
+                let loc = match l {
+                    // Not yet written: the checkpoint must record it as "after the tail" even
+                    // though it is encoded after its group has become durable (and its record
+                    // then names a segment), or the replay would discharge the live bytes it
+                    // charges, leaving that segment's count short.
+                    Loc::Mem(v) if v.seg() == SEG_PENDING => {
+                        Loc::Mem(Value::loaded(v.to_vec(), SEG_PENDING))
+                    }
+                    l => l.clone(),
+                };
+                entries.push((*obj, k.to_vec(), loc));
             }
         }
         checkpoint::Checkpoint {
             tail_seg: self.active,
             tail_off: self.write_pos,
-            next_seq: self.next_seq,
+            next_seq: self.write_pos_seq,
             segs: self
                 .segs
                 .iter()
-                .map(|(id, s)| (*id, s.written, s.live))
+                .map(|(id, s)| (*id, s.written, s.live, s.tombstones))
                 .collect(),
             entries,
         }
@@ -843,7 +974,7 @@ impl State {
         }
         let limit = o.limit.unwrap_or(usize::MAX);
         let range = map.range::<[u8], _>((as_slice_bound(&lower), as_slice_bound(&upper)));
-        let pick = |(k, l): (&Vec<u8>, &Loc)| (k.clone(), l.clone());
+        let pick = |(k, l): (&Key, &Loc)| (k.to_vec(), l.clone());
         if o.reverse {
             range.rev().take(limit).map(pick).collect()
         } else {
@@ -870,6 +1001,7 @@ impl Inner {
             .map(|o| entry_bytes(o.key.len(), o.value.len()))
             .sum();
         let has_large = puts.clone().any(|o| o.value.len() > inline_max);
+        let tombstones = ops.iter().filter(|o| o.code != OP_PUT).count() as u32;
         let rec = Rc::new(RecordBuf {
             body: format::encode_body(&Body { ops }),
             seg: std::cell::Cell::new(SEG_PENDING),
@@ -877,9 +1009,11 @@ impl Inner {
             dead_bytes: std::cell::Cell::new(0),
             put_bytes,
             has_large,
+            tombstones,
         });
         let mut st = self.state.borrow_mut();
-        apply_record(&mut st, &rec);
+        let st = &mut *st;
+        apply_record(&mut st.segs, &mut st.index, inline_max, &rec);
         st.pending.push(rec);
         st.stats.commits += 1;
         wake(&mut st.loop_waker);
@@ -1009,7 +1143,6 @@ async fn write_group(inner: &Rc<Inner>, g: u64, records: &[Rc<RecordBuf>]) -> Re
         st.next_seq += records.len() as u64;
         (buf, seq0)
     };
-    let _ = seq0;
     let need_roll = {
         let st = inner.state.borrow();
         st.write_pos > 0 && st.write_pos + buf.len() as u64 > st.opts.segment_bytes
@@ -1046,10 +1179,13 @@ async fn write_group(inner: &Rc<Inner>, g: u64, records: &[Rc<RecordBuf>]) -> Re
         "only the commit loop moves the write position"
     );
     st.write_pos = pos + buf.len() as u64;
+    st.write_pos_seq = seq0 + records.len() as u64;
     let inline_max = st.opts.value_inline_bytes_max;
     let mut off = pos;
     let mut live = 0;
+    let mut tombstones = 0;
     for r in records {
+        tombstones += u64::from(r.tombstones);
         r.seg.set(seg_id);
         r.body_off.set(off + RECORD_HEADER_SIZE as u64);
         off += record_size(r.body.len()) as u64;
@@ -1061,6 +1197,7 @@ async fn write_group(inner: &Rc<Inner>, g: u64, records: &[Rc<RecordBuf>]) -> Re
     let seg = st.segs.get_mut(&seg_id).expect("active segment exists");
     seg.written += buf.len() as u64;
     seg.live += live;
+    seg.tombstones += tombstones;
     assert_eq!(
         st.durable_group + 1,
         g,
@@ -1133,14 +1270,17 @@ pub(crate) mod internal {
         for (obj, map) in &st.index.objects {
             for (k, l) in map {
                 if l.seg() == seg {
-                    out.push((*obj, k.clone(), l.clone()));
+                    out.push((*obj, k.to_vec(), l.clone()));
                 }
             }
         }
         out
     }
 
-    /// The oldest sealed segment, if compaction should run now.
+    /// The segment to compact now, if any: when dead bytes exceed `compaction_dead_ratio_min`
+    /// of all bytes, the sealed segment with the largest share of dead bytes among those that
+    /// may go (the oldest, or one without tombstones: `compaction.rs` says why); if none of
+    /// those is above the ratio itself, the oldest, as the disk-use bound needs.
     pub(crate) fn pick_victim(inner: &Inner) -> Option<u32> {
         let st = inner.state().borrow();
         if st.failed.is_some() || st.closed {
@@ -1149,12 +1289,35 @@ pub(crate) mod internal {
         let written: u64 = st.segs.values().map(|s| s.written).sum();
         let live: u64 = st.segs.values().map(|s| s.live).sum();
         let dead = written.saturating_sub(live);
-        let (&oldest, _) = st.segs.iter().next()?;
-        if oldest == st.active {
+        let ratio = st.opts.compaction_dead_ratio_min;
+        if dead as f64 <= ratio * written as f64 {
             return None;
         }
-        let ratio = st.opts.compaction_dead_ratio_min;
-        (dead as f64 > ratio * written as f64).then_some(oldest)
+        let (&oldest, _) = st.segs.iter().next()?;
+        let dead_share =
+            |s: &Seg| s.written.saturating_sub(s.live) as f64 / s.written.max(1) as f64;
+        let best = st
+            .segs
+            .iter()
+            .filter(|(id, s)| **id != st.active && (**id == oldest || s.tombstones == 0))
+            .map(|(id, s)| (dead_share(s), *id))
+            .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
+        // The oldest is rewritten although it has little garbage only when it stands in the way
+        // of a segment full of garbage that holds tombstones. Otherwise every sealed segment is
+        // at most `ratio` dead, which already bounds disk use (live / (1 - ratio) + the active).
+        let blocked = st
+            .segs
+            .iter()
+            .any(|(id, s)| *id != st.active && s.tombstones > 0 && dead_share(s) > ratio);
+        match best {
+            Some((share, id)) if share > ratio => Some(id),
+            _ => (oldest != st.active && blocked).then_some(oldest),
+        }
+    }
+
+    /// Writes a checkpoint of the index as it is now (`Store::write_checkpoint`).
+    pub(crate) async fn checkpoint_now(inner: &Rc<Inner>) -> Result<(), StorageError> {
+        write_checkpoint(inner).await
     }
 
     /// True if the entry still lives where compaction found it.

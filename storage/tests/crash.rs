@@ -252,6 +252,21 @@ fn crash_child() {
                 }
             }));
         }
+        // Churn on another object: overwrites of values large enough to live on disk make
+        // garbage faster than the batches add live data, so compaction (and the checkpoint it
+        // writes) runs while the parent kills us; the occasional delete leaves tombstones.
+        let churn = s.clone();
+        tasks.push(glommio::spawn_local(async move {
+            for i in 0u32.. {
+                let key = (i % 8).to_be_bytes();
+                let t = if i % 100 == 99 {
+                    churn.delete(&obj(9), &key).unwrap().0
+                } else {
+                    churn.put(&obj(9), &key, &[i as u8; 8000]).unwrap()
+                };
+                t.durable().await.unwrap();
+            }
+        }));
         if let Some(t) = tasks.into_iter().next() {
             t.await;
         }
@@ -315,6 +330,11 @@ fn sigkill_at_random_moments_loses_no_acknowledged_batch() {
             )
             .await
             .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e} (seed {seed})"));
+            let st = s.stats();
+            println!(
+                "cycle {cycle}: recovery {:?}, segments {}",
+                st.recovery, st.segments
+            );
             let present = whole_batches(&s).await;
             let present: std::collections::BTreeSet<u64> = present.into_iter().collect();
             for id in &acked {

@@ -294,7 +294,72 @@ fn a_damaged_checkpoint_falls_back_to_a_full_scan() {
         c[last] ^= 1;
         disk.set_file_bytes("CHECKPOINT", c);
         let s = open_mem(&disk, small_opts()).await;
-        assert_eq!(s.stats().recovery.checkpoint_entries, None);
+        let r = s.stats().recovery;
+        assert_eq!(r.checkpoint_entries, None);
+        assert!(r.checkpoint_ignored.is_some(), "{r:?}");
         assert_eq!(&*s.get(&obj(1), b"k").await.unwrap().unwrap(), b"v");
+    });
+}
+
+#[test]
+fn a_torn_checkpoint_is_ignored_with_a_reason_and_the_log_is_scanned() {
+    run(|| async {
+        let disk = MemDisk::new();
+        let s = open_mem(&disk, small_opts()).await;
+        for i in 0..50u32 {
+            let _ = s.put(&obj(1), &i.to_be_bytes(), b"v").unwrap();
+        }
+        s.close().await.unwrap();
+        let c = disk.file_bytes("CHECKPOINT").unwrap();
+        for cut in [0, 7, 16, c.len() / 2, c.len() - 1] {
+            disk.set_file_bytes("CHECKPOINT", c[..cut].to_vec());
+            let s = open_mem(&disk, small_opts()).await;
+            let r = s.stats().recovery;
+            assert_eq!((r.checkpoint_entries, r.records), (None, 50), "cut {cut}");
+            assert!(r.checkpoint_ignored.unwrap().contains("torn"), "cut {cut}");
+            assert_eq!(
+                s.list(&obj(1), &Default::default()).await.unwrap().len(),
+                50
+            );
+            drop(s);
+        }
+    });
+}
+
+#[test]
+fn a_checkpoint_taken_with_writes_pending_restores_them_and_the_live_byte_counts() {
+    run(|| async {
+        let disk = MemDisk::new();
+        let s = open_mem(&disk, small_opts()).await;
+        for i in 0..20u32 {
+            s.put(&obj(1), &i.to_be_bytes(), b"old")
+                .unwrap()
+                .durable()
+                .await
+                .unwrap();
+        }
+        // Not yet durable when the snapshot is taken: overwrites and a new key.
+        for i in 0..10u32 {
+            let _ = s.put(&obj(1), &i.to_be_bytes(), b"new").unwrap();
+        }
+        let _ = s.put(&obj(1), b"pending", b"p").unwrap();
+        s.write_checkpoint().await.unwrap();
+        let live = s.stats().bytes_live;
+        let r = open_mem(&disk.power_loss(), small_opts()).await;
+        let st = r.stats();
+        assert!(
+            st.recovery.checkpoint_entries.is_some(),
+            "{:?}",
+            st.recovery
+        );
+        assert_eq!(st.bytes_live, live, "{st:?}");
+        for i in 0..20u32 {
+            let want: &[u8] = if i < 10 { b"new" } else { b"old" };
+            assert_eq!(
+                &*r.get(&obj(1), &i.to_be_bytes()).await.unwrap().unwrap(),
+                want
+            );
+        }
+        assert_eq!(&*r.get(&obj(1), b"pending").await.unwrap().unwrap(), b"p");
     });
 }
