@@ -107,6 +107,12 @@ impl Server {
     /// Starts `cairn` on data directory `dir`; `Err` carries stderr if it exits
     /// instead of coming up.
     pub fn start_in(dir: &Path, shards: u32) -> Result<Server, String> {
+        Server::start_with(dir, shards, &[])
+    }
+
+    /// Like [`Server::start_in`], with extra command-line arguments (limits,
+    /// budgets) after the harness's own; a later flag overrides an earlier one.
+    pub fn start_with(dir: &Path, shards: u32, extra: &[&str]) -> Result<Server, String> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
             .parse()
             .expect("address");
@@ -121,6 +127,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(dir.join("data"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -193,6 +200,11 @@ impl Server {
         buf
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(self) -> ExitStatus {
         self.signal("-TERM")
@@ -248,4 +260,76 @@ pub fn parse_response(buf: &[u8]) -> Option<(HttpResponse, usize)> {
         },
         total,
     ))
+}
+
+/// A keep-alive HTTP/1.1 client connection for load loops (one request at a
+/// time; the harness's [`Server::send`] opens a connection per request).
+pub struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    /// Connects to `addr` with `timeout` for connecting, reads and writes.
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Sends one request and reads its response; any I/O error, or the peer
+    /// closing before a whole response arrived, is an `Err`.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<HttpResponse> {
+        let mut raw = format!(
+            "{method} {path} HTTP/1.1\r\nHost: cairn\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(body);
+        self.stream.write_all(&raw)?;
+        loop {
+            if let Some((resp, used)) = parse_response(&self.buf) {
+                self.buf.drain(..used);
+                return Ok(resp);
+            }
+            let mut chunk = [0u8; 16384];
+            let k = self.stream.read(&mut chunk)?;
+            if k == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..k]);
+        }
+    }
+}
+
+/// Resident set size of process `pid` in bytes (Linux `/proc/{pid}/status`
+/// `VmRSS`), or `None` if it cannot be read.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The conformance directory (`../shared/conformance` next to the repository),
+/// if it exists. `CAIRN_CONFORMANCE_DIR` overrides the location.
+pub fn conformance_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("CAIRN_CONFORMANCE_DIR") {
+        return Some(PathBuf::from(d)).filter(|d| d.is_dir());
+    }
+    // The main checkout sits next to `shared/`; a worktree one level deeper.
+    ["../shared/conformance", "../../shared/conformance"]
+        .iter()
+        .map(|rel| repo_root().join(rel))
+        .find(|d| d.is_dir())
 }
