@@ -107,12 +107,6 @@ impl Server {
     /// Starts `cairn` on data directory `dir`; `Err` carries stderr if it exits
     /// instead of coming up.
     pub fn start_in(dir: &Path, shards: u32) -> Result<Server, String> {
-        Server::start_with(dir, shards, &[])
-    }
-
-    /// Like [`Server::start_in`], with extra command-line arguments (limits,
-    /// budgets) after the harness's own; a later flag overrides an earlier one.
-    pub fn start_with(dir: &Path, shards: u32, extra: &[&str]) -> Result<Server, String> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
             .parse()
             .expect("address");
@@ -127,7 +121,6 @@ impl Server {
                 "--data-dir",
             ])
             .arg(dir.join("data"))
-            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
