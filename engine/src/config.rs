@@ -42,6 +42,21 @@ pub struct Config {
     /// Memory each shard's io_uring may lock for registered buffers. Default 1048576.
     /// Kept small so the engine starts under the common 8 MiB `ulimit -l`.
     pub io_memory_bytes: usize,
+    /// Open client connections per shard; a connection past the limit is
+    /// answered 503 `overloaded` with `Retry-After` and closed. Default 10000.
+    pub connections_max: usize,
+    /// Time a client has to send a whole request head, from its first byte;
+    /// past it the connection gets 408 and is closed. Default 10000.
+    pub header_timeout_ms: u64,
+    /// Time a client has to send a whole request body, from the end of the
+    /// head; past it the connection gets 408 and is closed. Default 30000.
+    pub body_timeout_ms: u64,
+    /// An idle keep-alive connection (no byte of a next request) is closed
+    /// after this long. Default 60000.
+    pub keepalive_timeout_ms: u64,
+    /// Time a client has to accept each response write before the
+    /// connection is dropped (a peer that never reads). Default 30000.
+    pub write_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -63,6 +78,11 @@ impl Default for Config {
             value_bytes_max: 128 << 10,
             segment_bytes: 64 << 20,
             io_memory_bytes: 1 << 20,
+            connections_max: 10_000,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            keepalive_timeout_ms: 60_000,
+            write_timeout_ms: 30_000,
         }
     }
 }
@@ -144,6 +164,31 @@ const OPTIONS: &[OptSpec] = &[
         flag: "io-memory-bytes",
         env: "CAIRN_IO_MEMORY_BYTES",
         help: "io_uring locked memory per shard [default: 1048576]",
+    },
+    OptSpec {
+        flag: "connections-max",
+        env: "CAIRN_CONNECTIONS_MAX",
+        help: "open connections per shard; more get 503 and close [default: 10000]",
+    },
+    OptSpec {
+        flag: "header-timeout-ms",
+        env: "CAIRN_HEADER_TIMEOUT_MS",
+        help: "ms to receive a request head from its first byte, else 408 [default: 10000]",
+    },
+    OptSpec {
+        flag: "body-timeout-ms",
+        env: "CAIRN_BODY_TIMEOUT_MS",
+        help: "ms to receive a request body after its head, else 408 [default: 30000]",
+    },
+    OptSpec {
+        flag: "keepalive-timeout-ms",
+        env: "CAIRN_KEEPALIVE_TIMEOUT_MS",
+        help: "close a keep-alive connection idle this many ms [default: 60000]",
+    },
+    OptSpec {
+        flag: "write-timeout-ms",
+        env: "CAIRN_WRITE_TIMEOUT_MS",
+        help: "drop a connection that accepts no response bytes for ms [default: 30000]",
     },
 ];
 
@@ -275,6 +320,11 @@ fn set(cfg: &mut Config, flag: &str, v: &str, source: &str) -> Result<(), Config
         "value-bytes-max" => cfg.value_bytes_max = num(source, v)?,
         "segment-bytes" => cfg.segment_bytes = num(source, v)?,
         "io-memory-bytes" => cfg.io_memory_bytes = num(source, v)?,
+        "connections-max" => cfg.connections_max = num(source, v)?,
+        "header-timeout-ms" => cfg.header_timeout_ms = num(source, v)?,
+        "body-timeout-ms" => cfg.body_timeout_ms = num(source, v)?,
+        "keepalive-timeout-ms" => cfg.keepalive_timeout_ms = num(source, v)?,
+        "write-timeout-ms" => cfg.write_timeout_ms = num(source, v)?,
         _ => unreachable!("flag {flag} is in OPTIONS but has no setter"),
     }
     Ok(())
@@ -300,6 +350,25 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
             min: 1,
             max: u64::MAX,
         });
+    }
+    // A zero timeout would close every connection at once; zero connections
+    // would refuse every client. Neither is a useful server.
+    let positive: [(&'static str, u64); 5] = [
+        ("connections_max", cfg.connections_max as u64),
+        ("header_timeout_ms", cfg.header_timeout_ms),
+        ("body_timeout_ms", cfg.body_timeout_ms),
+        ("keepalive_timeout_ms", cfg.keepalive_timeout_ms),
+        ("write_timeout_ms", cfg.write_timeout_ms),
+    ];
+    for (field, value) in positive {
+        if value == 0 {
+            return Err(ConfigError::OutOfRange {
+                field,
+                value,
+                min: 1,
+                max: u64::MAX,
+            });
+        }
     }
     if cfg.mailbox_depth_max == 0 {
         return Err(ConfigError::OutOfRange {
@@ -415,6 +484,30 @@ mod tests {
         assert!(!c.pin);
         assert_eq!((c.object_queue_depth_max, c.idle_ms_evict), (128, 60_000));
         assert_eq!((c.key_bytes_max, c.value_bytes_max), (2048, 131_072));
+        assert_eq!(c.connections_max, 10_000);
+        assert_eq!(
+            (
+                c.header_timeout_ms,
+                c.body_timeout_ms,
+                c.keepalive_timeout_ms
+            ),
+            (10_000, 30_000, 60_000)
+        );
+        assert_eq!(c.write_timeout_ms, 30_000);
+    }
+
+    #[test]
+    fn connection_limits_must_be_positive() {
+        check_err(
+            &["--header-timeout-ms", "0"],
+            "header_timeout_ms = 0 is out of range; allowed 1..=18446744073709551615",
+        );
+        check_err(
+            &["--connections-max=0"],
+            "connections_max = 0 is out of range; allowed 1..=18446744073709551615",
+        );
+        let c = run(&[], &[("CAIRN_KEEPALIVE_TIMEOUT_MS", "250")]).unwrap();
+        assert_eq!(c.keepalive_timeout_ms, 250);
     }
 
     #[test]

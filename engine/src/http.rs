@@ -7,18 +7,36 @@
 //! - `/{class}/id/{hex}/{rest...}`: the object with that 64-hex-char ID;
 //! - `/_cairn/health`, `/_cairn/metrics`.
 //!
-//! **Ordering:** a connection handles one request at a time (the decoder
-//! pauses after each request until its response is written), so responses
-//! leave in request order under pipelining even when the requests go to
-//! different shards. The cost is that one connection's pipelined requests do
-//! not run in parallel.
+//! # Connections
+//!
+//! **Ordering:** responses leave a connection in request order. Pipelined
+//! requests already in the buffer are decoded and dispatched together (up to
+//! [`PIPELINE_DEPTH_MAX`]), so requests to objects on different shards run
+//! concurrently; each waits in a FIFO of [`Pending`] slots and responses are
+//! written from its front only, several at once when they are ready.
+//!
+//! **Limits (what a slow or idle client may hold):** a request head must
+//! arrive within `header_timeout_ms` of its first byte, its body within
+//! `body_timeout_ms` of the head's end (else 408 and close); a keep-alive
+//! connection with no byte of a next request is closed after
+//! `keepalive_timeout_ms`; each response write must progress within
+//! `write_timeout_ms`. The read buffer holds at most one request head
+//! (`header_bytes_max`) and body (`body_bytes_max`) plus one read (16 KiB);
+//! no new bytes are read while a full pipeline is outstanding. A shard keeps
+//! at most `connections_max` connections; one more is answered 503
+//! `overloaded` with `Retry-After` and closed.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use cairn_proto::http::{DateCache, Limits, RequestDecoder, ResponseWriter, write_continue};
+use cairn_proto::http::{
+    ConnState, DateCache, Limits, RequestDecoder, ResponseWriter, write_continue,
+};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
@@ -26,6 +44,13 @@ use crate::host::Target;
 use crate::id::{id_from_name, id_from_string};
 use crate::object::{ErrorCode, Request, Response, percent_decode};
 use crate::shard::Shard;
+
+/// Most requests of one connection dispatched and not yet answered. Bounds
+/// the memory one pipelining client holds (each slot holds one request).
+pub const PIPELINE_DEPTH_MAX: usize = 32;
+
+/// Size of each socket read.
+const READ_BYTES: usize = 16 << 10;
 
 /// Accepts connections on the configured address until the server stops.
 pub async fn serve(shard: Shard) {
@@ -39,6 +64,7 @@ pub async fn serve(shard: Shard) {
             std::process::exit(2);
         }
     };
+    let open = Rc::new(Cell::new(0usize));
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -46,11 +72,34 @@ pub async fn serve(shard: Shard) {
                     break;
                 }
                 let _ = stream.set_nodelay(true);
-                glommio::spawn_local(connection(stream, shard.clone())).detach();
+                let write_timeout = Duration::from_millis(shard.config.write_timeout_ms);
+                let _ = stream.set_write_timeout(Some(write_timeout));
+                if open.get() >= shard.config.connections_max {
+                    glommio::spawn_local(refuse(stream)).detach();
+                    continue;
+                }
+                let guard = Counted::new(&open);
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    connection(stream, shard).await;
+                    drop(guard);
+                })
+                .detach();
             }
             Err(e) => eprintln!("cairn: shard {}: accept failed: {e}", shard.id),
         }
     }
+}
+
+/// Answers a connection past `connections_max` with 503 and closes it.
+async fn refuse(mut stream: TcpStream) {
+    let resp = Response::error(
+        ErrorCode::Overloaded,
+        "too many open connections on this shard; retry later",
+    );
+    let mut out = Vec::with_capacity(256);
+    write_response(&mut out, &resp, &DateCache::new(unix_secs()), false, true);
+    let _ = stream.write_all(&out).await;
 }
 
 fn unix_secs() -> u64 {
@@ -59,20 +108,122 @@ fn unix_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Counts a request in flight for as long as it lives, so shutdown can wait.
-struct InFlight(Rc<Cell<usize>>);
+/// Counts something (a request in flight, an open connection) for as long as
+/// it lives.
+struct Counted(Rc<Cell<usize>>);
 
-impl InFlight {
-    fn new(c: &Rc<Cell<usize>>) -> InFlight {
+impl Counted {
+    fn new(c: &Rc<Cell<usize>>) -> Counted {
         c.set(c.get() + 1);
-        InFlight(c.clone())
+        Counted(c.clone())
     }
 }
 
-impl Drop for InFlight {
+impl Drop for Counted {
     fn drop(&mut self) {
         self.0.set(self.0.get() - 1);
     }
+}
+
+/// Where a dispatched request's response lands. Filled exactly once: by the
+/// reply, or with 503 `shutting_down` if the reply is dropped unanswered.
+#[derive(Default)]
+struct Slot {
+    resp: RefCell<Option<Response>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Slot {
+    fn fill(&self, resp: Response) {
+        *self.resp.borrow_mut() = Some(resp);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+/// The sending half of a [`Slot`]; dropping it unused answers 503, so a
+/// connection never waits for a reply that cannot come.
+struct Responder(Option<Rc<Slot>>);
+
+impl Responder {
+    fn send(mut self, resp: Response) {
+        if let Some(slot) = self.0.take() {
+            slot.fill(resp);
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            slot.fill(Response::error(
+                ErrorCode::ShuttingDown,
+                "the request was dropped before it was answered",
+            ));
+        }
+    }
+}
+
+/// A routed request: answered at once (built-in routes, routing errors) or
+/// waiting for its object.
+enum Routed {
+    Ready(Response),
+    Waiting(Rc<Slot>),
+}
+
+/// One request of a connection whose response is not yet written.
+struct Pending {
+    routed: Routed,
+    is_head: bool,
+    close: bool,
+    _in_flight: Counted,
+}
+
+impl Pending {
+    fn is_ready(&self) -> bool {
+        match &self.routed {
+            Routed::Ready(_) => true,
+            Routed::Waiting(slot) => slot.resp.borrow().is_some(),
+        }
+    }
+
+    fn take(self) -> (Response, bool, bool) {
+        let resp = match self.routed {
+            Routed::Ready(r) => r,
+            Routed::Waiting(slot) => slot.resp.borrow_mut().take().unwrap_or_else(|| {
+                Response::error(ErrorCode::ShuttingDown, "no response was produced")
+            }),
+        };
+        (resp, self.is_head, self.close)
+    }
+}
+
+/// Waits until the front pending request has its response.
+async fn front_ready(queue: &VecDeque<Pending>) {
+    std::future::poll_fn(|cx| match queue.front() {
+        Some(p) if !p.is_ready() => {
+            if let Routed::Waiting(slot) = &p.routed {
+                *slot.waker.borrow_mut() = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        }
+        _ => Poll::Ready(()),
+    })
+    .await
+}
+
+/// Which read deadline applies, by where the connection is in a request.
+fn read_timeout(shard: &Shard, state: ConnState, buffered: bool) -> (Duration, bool) {
+    let c = &shard.config;
+    let ms = match state {
+        ConnState::ReadingBody => return (Duration::from_millis(c.body_timeout_ms), true),
+        ConnState::Idle if !buffered => {
+            return (Duration::from_millis(c.keepalive_timeout_ms), false);
+        }
+        _ => c.header_timeout_ms,
+    };
+    (Duration::from_millis(ms), true)
 }
 
 async fn connection(mut stream: TcpStream, shard: Shard) {
@@ -83,65 +234,130 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
     };
     let mut dec = RequestDecoder::new(limits);
     let mut buf = BytesMut::with_capacity(8192);
-    let mut rbuf = vec![0u8; 16 << 10];
+    let mut rbuf = vec![0u8; READ_BYTES];
     let mut out = Vec::with_capacity(4096);
     let mut date = DateCache::new(unix_secs());
+    let mut queue: VecDeque<Pending> = VecDeque::new();
+    // The phase a read deadline is measured in, and when it began: the
+    // deadline is per phase, not per read, so a trickle of bytes cannot
+    // extend it.
+    let mut phase = (dec.state(), Instant::now());
     loop {
-        match dec.decode(&mut buf) {
-            Ok(Some(req)) => {
-                let _in_flight = InFlight::new(&shard.in_flight);
-                let is_head = req.is_head();
-                let resp = route(&shard, req).await;
-                date.update(unix_secs());
-                out.clear();
-                let stopping = shard.stopping.load(Ordering::Acquire);
-                if dec.response_sent(!stopping).is_err() {
-                    return;
-                }
-                write_response(&mut out, &resp, &date, is_head, dec.must_close());
-                if stream.write_all(&out).await.is_err() || dec.must_close() {
-                    return;
-                }
-            }
-            Ok(None) => {
-                if dec.must_close()
-                    && buf.is_empty()
-                    && dec.state() == cairn_proto::http::ConnState::Closed
-                {
-                    return;
-                }
-                if dec.take_continue() {
-                    out.clear();
-                    write_continue(&mut out);
-                    if stream.write_all(&out).await.is_err() {
+        // Dispatch every complete request already buffered, up to the limit.
+        let mut failed = false;
+        while queue.len() < PIPELINE_DEPTH_MAX {
+            match dec.decode(&mut buf) {
+                Ok(Some(req)) => {
+                    let close = dec.must_close() || shard.stopping.load(Ordering::Acquire);
+                    // The response is committed to now (it leaves in order
+                    // from the queue), so the decoder may read the next request.
+                    if dec.response_sent(!close).is_err() {
                         return;
                     }
-                }
-                let n = match stream.read(&mut rbuf).await {
-                    Ok(n) => n,
-                    Err(_) => return,
-                };
-                if n == 0 {
-                    if let Err(e) = dec.peer_closed() {
-                        let resp = Response::error(ErrorCode::BadRequest, &e.to_string());
-                        out.clear();
-                        write_response(&mut out, &resp, &date, false, true);
-                        let _ = stream.write_all(&out).await;
+                    let is_head = req.is_head();
+                    let in_flight = Counted::new(&shard.in_flight);
+                    queue.push_back(Pending {
+                        routed: route_start(&shard, req),
+                        is_head,
+                        close,
+                        _in_flight: in_flight,
+                    });
+                    if close {
+                        break;
                     }
-                    return;
                 }
-                buf.extend_from_slice(&rbuf[..n]);
+                Ok(None) => break,
+                Err(e) => {
+                    let mut resp = Response::error(ErrorCode::BadRequest, &e.to_string());
+                    resp.status = e.status();
+                    queue.push_back(Pending {
+                        routed: Routed::Ready(resp),
+                        is_head: false,
+                        close: true,
+                        _in_flight: Counted::new(&shard.in_flight),
+                    });
+                    failed = true;
+                    break;
+                }
             }
-            Err(e) => {
-                let mut resp = Response::error(ErrorCode::BadRequest, &e.to_string());
-                resp.status = e.status();
-                out.clear();
-                write_response(&mut out, &resp, &date, false, true);
-                let _ = stream.write_all(&out).await;
+        }
+        if !queue.is_empty() {
+            front_ready(&queue).await;
+            date.update(unix_secs());
+            out.clear();
+            let mut close = false;
+            while queue.front().is_some_and(Pending::is_ready) && !close {
+                let Some(p) = queue.pop_front() else { break };
+                let (resp, is_head, c) = p.take();
+                close = c;
+                write_response(&mut out, &resp, &date, is_head, close);
+            }
+            if stream.write_all(&out).await.is_err() || close {
+                return;
+            }
+            continue;
+        }
+        if failed || dec.state() == ConnState::Closed {
+            return;
+        }
+        if dec.take_continue() {
+            out.clear();
+            write_continue(&mut out);
+            if stream.write_all(&out).await.is_err() {
                 return;
             }
         }
+        let state = dec.state();
+        if state != phase.0 {
+            phase = (state, Instant::now());
+        }
+        let (limit, answer) = read_timeout(&shard, state, !buf.is_empty());
+        let Some(left) = limit
+            .checked_sub(phase.1.elapsed())
+            .filter(|d| !d.is_zero())
+        else {
+            if answer {
+                request_timeout(&mut stream, &mut out, &date).await;
+            }
+            return;
+        };
+        let _ = stream.set_read_timeout(Some(left));
+        let n = match stream.read(&mut rbuf).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                if answer {
+                    request_timeout(&mut stream, &mut out, &date).await;
+                }
+                return;
+            }
+            Err(_) => return,
+        };
+        if n == 0 {
+            if let Err(e) = dec.peer_closed() {
+                let resp = Response::error(ErrorCode::BadRequest, &e.to_string());
+                out.clear();
+                write_response(&mut out, &resp, &date, false, true);
+                let _ = stream.write_all(&out).await;
+            }
+            return;
+        }
+        if phase.0 == ConnState::Idle && buf.is_empty() {
+            // The first byte of a request: its head deadline starts now.
+            phase.1 = Instant::now();
+        }
+        buf.extend_from_slice(&rbuf[..n]);
     }
+}
+
+/// Answers a request that did not arrive in time with 408 and closes.
+async fn request_timeout(stream: &mut TcpStream, out: &mut Vec<u8>, date: &DateCache) {
+    let resp = Response::json(
+        408,
+        r#"{"error":{"code":"request_timeout","message":"the request did not arrive in time"}}"#,
+    );
+    out.clear();
+    write_response(out, &resp, date, false, true);
+    let _ = stream.write_all(out).await;
 }
 
 fn write_response(
@@ -167,15 +383,47 @@ fn write_response(
 
 /// Maps a request to its object (or a built-in endpoint) and waits for the response.
 pub async fn route(shard: &Shard, req: cairn_proto::http::Request) -> Response {
+    match route_start(shard, req) {
+        Routed::Ready(r) => r,
+        Routed::Waiting(slot) => {
+            let one = VecDeque::from([Pending {
+                routed: Routed::Waiting(slot),
+                is_head: false,
+                close: false,
+                _in_flight: Counted::new(&shard.in_flight),
+            }]);
+            front_ready(&one).await;
+            let mut one = one;
+            one.pop_front().map_or_else(
+                || Response::error(ErrorCode::ShuttingDown, "no response was produced"),
+                |p| p.take().0,
+            )
+        }
+    }
+}
+
+/// Maps a request to its object (or a built-in endpoint) and dispatches it
+/// without waiting: routing errors and built-in routes are answered at once.
+fn route_start(shard: &Shard, req: cairn_proto::http::Request) -> Routed {
+    Routed::Ready(match route_inner(shard, req) {
+        Ok(r) => r,
+        Err(slot) => return Routed::Waiting(slot),
+    })
+}
+
+fn route_inner(shard: &Shard, req: cairn_proto::http::Request) -> Result<Response, Rc<Slot>> {
     let target = cairn_proto::http::target::split(req.target());
     let path = target.path;
     let query = target.query.unwrap_or("").to_string();
     let method = req.method().to_string();
     match path {
         "/_cairn/health" => {
-            return Response::json(200, format!(r#"{{"status":"ok","shard":{}}}"#, shard.id));
+            return Ok(Response::json(
+                200,
+                format!(r#"{{"status":"ok","shard":{}}}"#, shard.id),
+            ));
         }
-        "/_cairn/metrics" => return metrics(shard),
+        "/_cairn/metrics" => return Ok(metrics(shard)),
         _ => {}
     }
     let mut segs = path.strip_prefix('/').unwrap_or(path).splitn(3, '/');
@@ -183,24 +431,24 @@ pub async fn route(shard: &Shard, req: cairn_proto::http::Request) -> Response {
     let second = segs.next();
     let rest = segs.next();
     if class.is_empty() || shard.host.classes().get(class).is_none() {
-        return Response::error(
+        return Ok(Response::error(
             ErrorCode::NotFound,
             "no such class; routes are /{class}/{name}/...",
-        );
+        ));
     }
     let (t, rest) = match second {
         None | Some("") => {
-            return Response::error(
+            return Ok(Response::error(
                 ErrorCode::NotFound,
                 "missing object name: /{class}/{name}/...",
-            );
+            ));
         }
         Some("id") => {
             let mut parts = rest.unwrap_or("").splitn(2, '/');
             let hex = parts.next().unwrap_or("");
             let id = match id_from_string(hex) {
                 Ok(id) => id,
-                Err(e) => return Response::error(ErrorCode::BadRequest, &e.to_string()),
+                Err(e) => return Ok(Response::error(ErrorCode::BadRequest, &e.to_string())),
             };
             (
                 Target {
@@ -213,10 +461,10 @@ pub async fn route(shard: &Shard, req: cairn_proto::http::Request) -> Response {
         }
         Some(name) => {
             let Some(name) = percent_decode(name) else {
-                return Response::error(
+                return Ok(Response::error(
                     ErrorCode::BadRequest,
                     "the object name has a bad percent escape",
-                );
+                ));
             };
             (
                 Target {
@@ -244,7 +492,12 @@ pub async fn route(shard: &Shard, req: cairn_proto::http::Request) -> Response {
         headers,
         body: req.body.clone(),
     };
-    shard.host.call(t, obj_req).await
+    let slot = Rc::new(Slot::default());
+    let responder = Responder(Some(slot.clone()));
+    shard
+        .host
+        .dispatch(t, obj_req, Box::new(move |resp| responder.send(resp)));
+    Err(slot)
 }
 
 fn metrics(shard: &Shard) -> Response {

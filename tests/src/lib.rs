@@ -104,9 +104,21 @@ impl Server {
         Server::start_in(&dir, shards).expect("cairn starts")
     }
 
+    /// Starts `cairn` with `shards` shards and extra command-line `args`
+    /// (e.g. `["--connections-max", "2"]`) on a free port and a fresh data dir.
+    pub fn start_with(shards: u32, args: &[&str]) -> Server {
+        let dir = temp_dir("server");
+        Server::start_in_with(&dir, shards, args).expect("cairn starts")
+    }
+
     /// Starts `cairn` on data directory `dir`; `Err` carries stderr if it exits
     /// instead of coming up.
     pub fn start_in(dir: &Path, shards: u32) -> Result<Server, String> {
+        Server::start_in_with(dir, shards, &[])
+    }
+
+    /// [`Server::start_in`] with extra command-line `args`.
+    pub fn start_in_with(dir: &Path, shards: u32, args: &[&str]) -> Result<Server, String> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
             .parse()
             .expect("address");
@@ -121,6 +133,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(dir.join("data"))
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
