@@ -38,5 +38,7 @@ pub mod id;
 pub mod object;
 pub mod shard;
 pub mod store;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 #[cfg(test)]
 mod testing;

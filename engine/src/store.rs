@@ -249,6 +249,11 @@ impl Ticket {
     }
     /// True once the mutation is durable.
     pub fn is_durable(&self) -> bool {
+        // With an artificial commit delay only the delayed outcome counts.
+        #[cfg(feature = "test-hooks")]
+        if crate::test_hooks::commit_delay_ms() > 0 {
+            return matches!(self.0.state.borrow().outcome, Some(Ok(())));
+        }
         matches!(self.0.state.borrow().outcome, Some(Ok(())))
             || self
                 .0
@@ -296,6 +301,13 @@ impl Future for TicketFuture {
                     .durable()
                     .await
                     .map_err(|e| CommitError::Io { reason: e.reason });
+                #[cfg(feature = "test-hooks")]
+                {
+                    let ms = crate::test_hooks::commit_delay_ms();
+                    if ms > 0 {
+                        glommio::timer::sleep(std::time::Duration::from_millis(ms)).await;
+                    }
+                }
                 group.resolve(outcome);
             })
             .detach();

@@ -32,7 +32,10 @@ pub fn cairn_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let status = Command::new(env!("CARGO"))
+            // `test-hooks`: the commit delay and the `testhooks` class the
+            // acceptance tests drive (engine/src/test_hooks.rs).
             .args(["build", "--quiet", "-p", "cairn-engine", "--bin", "cairn"])
+            .args(["--features", "cairn-engine/test-hooks"])
             .current_dir(repo_root())
             .status()
             .expect("run cargo build");
@@ -119,6 +122,17 @@ impl Server {
 
     /// [`Server::start_in`] with extra command-line `args`.
     pub fn start_in_with(dir: &Path, shards: u32, args: &[&str]) -> Result<Server, String> {
+        Server::start_in_with_env(dir, shards, args, &[])
+    }
+
+    /// [`Server::start_in_with`] with extra environment variables (e.g. the
+    /// test hook `CAIRN_TEST_COMMIT_DELAY_MS`).
+    pub fn start_in_with_env(
+        dir: &Path,
+        shards: u32,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
             .parse()
             .expect("address");
@@ -134,6 +148,7 @@ impl Server {
             ])
             .arg(dir.join("data"))
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -168,6 +183,11 @@ impl Server {
         raw.extend_from_slice(body);
         let mut got = self.exchange(&raw, 1);
         got.remove(0)
+    }
+
+    /// Opens a keep-alive connection for a series of requests.
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
     }
 
     /// Writes `raw` on one connection and reads `n` responses from it.
@@ -237,6 +257,56 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection to a server.
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connects to `addr`; reads time out after [`STARTUP_TIMEOUT`].
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(STARTUP_TIMEOUT))
+            .expect("timeout");
+        let _ = stream.set_nodelay(true);
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends one request and reads its response. `Err` if the connection
+    /// fails or closes first (e.g. the server was killed).
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<HttpResponse> {
+        let mut raw = format!(
+            "{method} {path} HTTP/1.1\r\nHost: cairn\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(body);
+        self.stream.write_all(&raw)?;
+        loop {
+            if let Some((resp, used)) = parse_response(&self.buf) {
+                self.buf.drain(..used);
+                return Ok(resp);
+            }
+            let mut chunk = [0u8; 8192];
+            let k = self.stream.read(&mut chunk)?;
+            if k == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..k]);
+        }
     }
 }
 

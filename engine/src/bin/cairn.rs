@@ -35,6 +35,8 @@ fn main() -> ExitCode {
     block(&signals);
     let mut classes = Classes::new();
     builtins::register(&mut classes);
+    #[cfg(feature = "test-hooks")]
+    cairn_engine::test_hooks::install(&mut classes);
     let serve: ShardTask = Arc::new(|s| Box::pin(http::serve(s)));
     let (listen, shards) = (cfg.listen, cfg.shards);
     let server = match shard::start(cfg, classes, vec![serve]) {
