@@ -417,12 +417,7 @@ fn route_inner(shard: &Shard, req: cairn_proto::http::Request) -> Result<Respons
     let query = target.query.unwrap_or("").to_string();
     let method = req.method().to_string();
     match path {
-        "/_cairn/health" => {
-            return Ok(Response::json(
-                200,
-                format!(r#"{{"status":"ok","shard":{}}}"#, shard.id),
-            ));
-        }
+        "/_cairn/health" => return Ok(health(shard)),
         "/_cairn/metrics" => return Ok(metrics(shard)),
         _ => {}
     }
@@ -500,10 +495,26 @@ fn route_inner(shard: &Shard, req: cairn_proto::http::Request) -> Result<Respons
     Err(slot)
 }
 
+/// `ok`, or 503 `read_only` with storage's reason once a write or fdatasync
+/// failed (writes on this shard fail until it is restarted; reads go on).
+fn health(shard: &Shard) -> Response {
+    match shard.host.store().stats().read_only_reason {
+        None => Response::json(200, format!(r#"{{"status":"ok","shard":{}}}"#, shard.id)),
+        Some(reason) => Response::json(
+            503,
+            format!(
+                r#"{{"status":"read_only","shard":{},"reason":"{}"}}"#,
+                shard.id,
+                crate::object::json_escape(&reason)
+            ),
+        ),
+    }
+}
+
 fn metrics(shard: &Shard) -> Response {
     let m = shard.host.metrics();
     let s = shard.host.store().stats();
-    let rows: [(&str, &str, u64); 12] = [
+    let rows: [(&str, &str, u64); 13] = [
         ("cairn_requests_total", "counter", m.requests),
         ("cairn_overloaded_total", "counter", m.overloaded),
         ("cairn_handler_panics_total", "counter", m.panics),
@@ -528,6 +539,11 @@ fn metrics(shard: &Shard) -> Response {
         ),
         ("cairn_commits_total", "counter", s.commits),
         ("cairn_committed_mutations_total", "counter", s.mutations),
+        (
+            "cairn_storage_read_only",
+            "gauge",
+            u64::from(s.read_only_reason.is_some()),
+        ),
     ];
     let mut out = String::new();
     for (name, kind, v) in rows {

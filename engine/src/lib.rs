@@ -32,6 +32,8 @@ pub mod builtins;
 pub mod config;
 pub mod context;
 pub mod datadir;
+#[cfg(feature = "test-hooks")]
+pub mod fault_disk;
 pub mod host;
 pub mod http;
 pub mod id;
