@@ -38,6 +38,8 @@ pub mod host;
 pub mod http;
 pub mod id;
 pub mod object;
+#[cfg(test)]
+mod power_loss_tests;
 pub mod shard;
 pub mod store;
 #[cfg(feature = "test-hooks")]
