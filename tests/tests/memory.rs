@@ -59,17 +59,28 @@ fn active_objects(s: &Server) -> HashMap<String, u64> {
 }
 
 /// Increments `/counter/m{i}` once for every `i` in `range`, pipelined.
-fn touch(addr: std::net::SocketAddr, range: std::ops::Range<u64>, done: &AtomicU64) {
+/// A 503 (a full mailbox: queues are bounded by design) is retried after a
+/// pause; returns how many were.
+fn touch(addr: std::net::SocketAddr, range: std::ops::Range<u64>, done: &AtomicU64) -> u64 {
     let mut c = TcpStream::connect(addr).expect("connect");
     c.set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
     c.set_nodelay(true).expect("nodelay");
     let mut buf = Vec::new();
-    let mut i = range.start;
-    while i < range.end {
-        let n = PIPELINE.min(range.end - i);
+    let mut retried = 0;
+    let mut next = range.start;
+    let mut todo: Vec<u64> = Vec::new();
+    loop {
+        if todo.is_empty() {
+            if next == range.end {
+                return retried;
+            }
+            let n = PIPELINE.min(range.end - next);
+            todo.extend(next..next + n);
+            next += n;
+        }
         let mut raw = Vec::new();
-        for j in i..i + n {
+        for j in &todo {
             raw.extend_from_slice(
                 format!(
                     "POST /counter/m{j}/increment HTTP/1.1\r\nHost: c\r\nContent-Length: 0\r\n\r\n"
@@ -78,11 +89,18 @@ fn touch(addr: std::net::SocketAddr, range: std::ops::Range<u64>, done: &AtomicU
             );
         }
         c.write_all(&raw).expect("write");
+        let mut again = Vec::new();
         let mut got = 0;
-        while got < n {
+        while got < todo.len() {
             if let Some((r, used)) = parse_response(&buf) {
-                assert_eq!(r.status, 200, "{}", r.text());
                 buf.drain(..used);
+                match r.status {
+                    200 => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    503 => again.push(todo[got]),
+                    s => panic!("increment answered {s}: {}", r.text()),
+                }
                 got += 1;
                 continue;
             }
@@ -91,8 +109,11 @@ fn touch(addr: std::net::SocketAddr, range: std::ops::Range<u64>, done: &AtomicU
             assert!(k > 0, "server closed the connection");
             buf.extend_from_slice(&chunk[..k]);
         }
-        done.fetch_add(n, Ordering::Relaxed);
-        i += n;
+        if !again.is_empty() {
+            retried += again.len() as u64;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        todo = again;
     }
 }
 
@@ -133,9 +154,7 @@ fn run(objects: u64, budget: u64, conns: u64) {
             std::thread::spawn(move || touch(addr, range, &done))
         })
         .collect();
-    for w in workers {
-        w.join().expect("worker");
-    }
+    let retried: u64 = workers.into_iter().map(|w| w.join().expect("worker")).sum();
     let took = t0.elapsed();
     // One eviction tick (at most 1 s) after the last touch.
     std::thread::sleep(Duration::from_millis(1500));
@@ -149,7 +168,7 @@ fn run(objects: u64, budget: u64, conns: u64) {
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let total_budget = budget * u64::from(SHARDS);
     eprintln!(
-        "memory: {objects} objects touched in {:.1}s ({:.0}/s, {conns} connections); budget {:.1} MiB x {SHARDS} shards; \
+        "memory: {objects} objects touched in {:.1}s ({:.0}/s, {conns} connections, {retried} retried after 503); budget {:.1} MiB x {SHARDS} shards; \
          RSS start {:.1} MiB, max {:.1} MiB, end {:.1} MiB ({:.0} bytes per object touched above start); \
          active objects per shard after a tick {active:?}",
         took.as_secs_f64(),
