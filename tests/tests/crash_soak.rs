@@ -73,7 +73,7 @@ fn writer(addr: std::net::SocketAddr, cycle: u64, w: usize, stop: &AtomicBool) -
     };
     while !stop.load(Ordering::Relaxed) {
         seq += 1;
-        let result = if seq % 4 == 0 {
+        let result = if seq.is_multiple_of(4) {
             let path = format!("/counter/{}/increment", counter_object(w));
             conn.request("POST", &path, b"").map(|r| {
                 if r.status == 200 {

@@ -57,7 +57,7 @@ fn measure(addr: SocketAddr, tag: &str) -> Vec<Duration> {
                 while Instant::now() < end {
                     i += 1;
                     let t = Instant::now();
-                    let r = if i % 2 == 0 {
+                    let r = if i.is_multiple_of(2) {
                         conn.request("GET", &format!("/counter/{tag}-{c}"), b"")
                     } else {
                         conn.request("PUT", &format!("/kv/{tag}-{c}/keys/k{}", i % 64), b"v")
