@@ -113,8 +113,84 @@ pub type Reply = Box<dyn FnOnce(Response)>;
 /// Sends events for objects this shard does not own to their shard. Installed
 /// by the shard layer; absent in single-shard tests.
 pub trait Forwarder {
-    /// Delivers `req` for `target` to shard `shard`, and its response to `reply`.
-    fn forward(&self, shard: u32, target: Target, req: Request, reply: Reply);
+    /// Delivers `req` for `target` to shard `shard`, and its response to
+    /// `reply`. `chain` is the call chain ([`CallChain`]) the request carries.
+    fn forward(&self, shard: u32, target: Target, req: Request, chain: CallChain, reply: Reply);
+
+    /// Collects every other shard's [`ShardStats`] (by mail) and hands them
+    /// to `reply`. The default, for a single shard, has none to collect.
+    fn gather(&self, reply: StatsReply) {
+        reply(Vec::new());
+    }
+}
+
+/// Where gathered [`ShardStats`] go. Called exactly once.
+pub type StatsReply = Box<dyn FnOnce(Vec<ShardStats>)>;
+
+/// The objects waiting, outermost first, on the stub call that made this
+/// event: empty for requests from outside. A call to an object already in
+/// its chain would wait for itself (the input gate), so it is refused with
+/// `call_cycle` instead of hanging; so is a chain deeper than
+/// [`CALL_DEPTH_MAX`].
+pub type CallChain = Vec<ObjectId>;
+
+/// Longest chain of nested stub calls.
+pub const CALL_DEPTH_MAX: usize = 16;
+
+/// Upper bounds, in microseconds, of the request latency histogram buckets
+/// (the last bucket, `+Inf`, is implicit).
+pub const LATENCY_BUCKETS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000,
+];
+
+/// Requests of one class and status: count and latency histogram.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestStats {
+    /// Requests.
+    pub count: u64,
+    /// Sum of latencies, microseconds.
+    pub sum_us: u64,
+    /// Requests per bucket of [`LATENCY_BUCKETS_US`] (not cumulative), then `+Inf`.
+    pub buckets: [u64; LATENCY_BUCKETS_US.len() + 1],
+}
+
+impl RequestStats {
+    fn record(&mut self, us: u64) {
+        self.count += 1;
+        self.sum_us += us;
+        let i = LATENCY_BUCKETS_US.partition_point(|&b| b < us);
+        self.buckets[i] += 1;
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &RequestStats) {
+        self.count += other.count;
+        self.sum_us += other.sum_us;
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *a += b;
+        }
+    }
+}
+
+/// One shard's statistics, as exported by `/_cairn/metrics`. `Send`: it is
+/// what shards mail each other when the metrics are gathered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// The shard.
+    pub shard: u32,
+    /// The runtime's counters.
+    pub host: HostMetrics,
+    /// Storage counters.
+    pub store: crate::store::StoreStats,
+    /// Objects in memory.
+    pub active_objects: u64,
+    /// Events queued or running, over all objects.
+    pub queued_events: u64,
+    /// The deepest object queue.
+    pub queue_depth_max: u64,
+    /// HTTP requests accepted on this shard, by class and status.
+    pub requests: Vec<(String, u16, RequestStats)>,
 }
 
 /// Milliseconds since the Unix epoch; injectable so tests control time.
@@ -153,8 +229,15 @@ impl ObjectState {
 }
 
 enum Event {
-    Fetch { req: Request, reply: Reply },
-    Alarm { scheduled_ms: u64, attempt: u32 },
+    Fetch {
+        req: Request,
+        reply: Reply,
+        chain: Rc<CallChain>,
+    },
+    Alarm {
+        scheduled_ms: u64,
+        attempt: u32,
+    },
 }
 
 struct Active {
@@ -193,6 +276,10 @@ pub struct HostMetrics {
     pub alarms_abandoned: u64,
     /// Responses replaced by 503/507 because their write failed to commit.
     pub storage_failures: u64,
+    /// Requests sent to another shard's objects.
+    pub forwarded: u64,
+    /// Stub calls refused because they would cycle or nest too deep.
+    pub call_cycles: u64,
 }
 
 pub(crate) struct HostInner {
@@ -206,8 +293,16 @@ pub(crate) struct HostInner {
     alarm_wake: LocalSender<()>,
     alarm_wake_rx: RefCell<Option<LocalReceiver<()>>>,
     forwarder: RefCell<Option<Rc<dyn Forwarder>>>,
+    /// The empty chain, shared so that outside requests allocate none.
+    no_chain: Rc<CallChain>,
     request_seq: Cell<u64>,
     metrics: RefCell<HostMetrics>,
+    /// HTTP requests by class, then status.
+    requests: RefCell<HashMap<String, HashMap<u16, RequestStats>>>,
+    /// INVARIANT: while a handler is being polled, its event's call chain and
+    /// its own ID; `None` between polls. Single thread: set and cleared
+    /// around each poll by [`Guarded`], read by [`HostInner::call`].
+    polling: RefCell<Option<(Rc<CallChain>, ObjectId)>>,
 }
 
 /// One shard's object runtime. `!Send`; cheap to clone.
@@ -238,8 +333,11 @@ impl ObjectHost {
                 alarm_wake: tx,
                 alarm_wake_rx: RefCell::new(Some(rx)),
                 forwarder: RefCell::new(None),
+                no_chain: Rc::new(Vec::new()),
                 request_seq: Cell::new(0),
                 metrics: RefCell::new(HostMetrics::default()),
+                requests: RefCell::new(HashMap::new()),
+                polling: RefCell::new(None),
             }),
         }
     }
@@ -266,7 +364,13 @@ impl ObjectHost {
 
     /// Routes `req` to `target` on whichever shard owns it; `reply` gets the response.
     pub fn dispatch(&self, target: Target, req: Request, reply: Reply) {
-        HostInner::dispatch(&self.inner, target, req, reply);
+        HostInner::dispatch(&self.inner, target, req, Vec::new(), reply);
+    }
+
+    /// [`ObjectHost::dispatch`] for an event that carries a call chain (mail
+    /// from another shard).
+    pub fn dispatch_chained(&self, target: Target, req: Request, chain: CallChain, reply: Reply) {
+        HostInner::dispatch(&self.inner, target, req, chain, reply);
     }
 
     /// Routes `req` to `target` and waits for the response.
@@ -277,6 +381,60 @@ impl ObjectHost {
     /// Counters so far.
     pub fn metrics(&self) -> HostMetrics {
         self.inner.metrics.borrow().clone()
+    }
+
+    /// Records an HTTP request accepted on this shard and answered after `us`.
+    pub fn record_request(&self, class: &str, status: u16, us: u64) {
+        let mut by_class = self.inner.requests.borrow_mut();
+        if !by_class.contains_key(class) {
+            by_class.insert(class.to_string(), HashMap::new());
+        }
+        if let Some(by_status) = by_class.get_mut(class) {
+            by_status.entry(status).or_default().record(us);
+        }
+    }
+
+    /// This shard's statistics.
+    pub fn stats(&self) -> ShardStats {
+        let inner = &self.inner;
+        let active = inner.active.borrow();
+        let mut requests: Vec<(String, u16, RequestStats)> = inner
+            .requests
+            .borrow()
+            .iter()
+            .flat_map(|(c, m)| m.iter().map(|(s, r)| (c.clone(), *s, r.clone())))
+            .collect();
+        requests.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        ShardStats {
+            shard: inner.cfg.shard_id,
+            host: inner.metrics.borrow().clone(),
+            store: inner.store.stats(),
+            active_objects: active.len() as u64,
+            queued_events: active.values().map(|a| a.pending.get() as u64).sum(),
+            queue_depth_max: active
+                .values()
+                .map(|a| a.pending.get() as u64)
+                .max()
+                .unwrap_or(0),
+            requests,
+        }
+    }
+
+    /// Every shard's statistics, this one's first (gathered by mail).
+    pub async fn gather_stats(&self) -> Vec<ShardStats> {
+        let mine = self.stats();
+        let fwd = self.inner.forwarder.borrow().clone();
+        let Some(fwd) = fwd else {
+            return vec![mine];
+        };
+        let (tx, rx) = local_channel::new_bounded(1);
+        fwd.gather(Box::new(move |all| {
+            let _ = tx.try_send(all);
+        }));
+        let mut all = rx.recv().await.unwrap_or_default();
+        all.insert(0, mine);
+        all.sort_by_key(|s| s.shard);
+        all
     }
 
     /// Objects currently in memory.
@@ -430,12 +588,21 @@ impl ObjectHost {
 }
 
 impl HostInner {
-    fn dispatch(this: &Rc<HostInner>, target: Target, req: Request, reply: Reply) {
+    fn dispatch(
+        this: &Rc<HostInner>,
+        target: Target,
+        req: Request,
+        chain: CallChain,
+        reply: Reply,
+    ) {
         let owner = shard_of(&target.id, this.cfg.shard_count);
         if owner != this.cfg.shard_id {
             let fwd = this.forwarder.borrow().clone();
             match fwd {
-                Some(f) => f.forward(owner, target, req, reply),
+                Some(f) => {
+                    this.metrics.borrow_mut().forwarded += 1;
+                    f.forward(owner, target, req, chain, reply);
+                }
                 None => reply(Response::error(
                     ErrorCode::Overloaded,
                     "no route to the owning shard",
@@ -451,7 +618,12 @@ impl HostInner {
             return;
         }
         this.metrics.borrow_mut().requests += 1;
-        if let Err(ev) = Self::enqueue(this, target, Event::Fetch { req, reply }) {
+        let chain = if chain.is_empty() {
+            this.no_chain.clone()
+        } else {
+            Rc::new(chain)
+        };
+        if let Err(ev) = Self::enqueue(this, target, Event::Fetch { req, reply, chain }) {
             let Event::Fetch { reply, .. } = *ev else {
                 unreachable!("we sent a fetch")
             };
@@ -464,11 +636,34 @@ impl HostInner {
     }
 
     pub(crate) async fn call(this: &Rc<HostInner>, target: Target, req: Request) -> Response {
+        // Called from inside a handler's poll: this call nests in its chain.
+        let chain = match &*this.polling.borrow() {
+            None => Vec::new(),
+            Some((outer, me)) => {
+                let mut c = Vec::with_capacity(outer.len() + 1);
+                c.extend_from_slice(outer);
+                c.push(*me);
+                c
+            }
+        };
+        if chain.contains(&target.id) || chain.len() > CALL_DEPTH_MAX {
+            this.metrics.borrow_mut().call_cycles += 1;
+            let why = if chain.contains(&target.id) {
+                format!(
+                    "object {} is already waiting in this call chain; the call would wait for itself",
+                    target.id
+                )
+            } else {
+                format!("stub calls nest deeper than {CALL_DEPTH_MAX}")
+            };
+            return Response::error(ErrorCode::CallCycle, &why);
+        }
         let (tx, rx) = local_channel::new_bounded(1);
         Self::dispatch(
             this,
             target,
             req,
+            chain,
             Box::new(move |resp| {
                 let _ = tx.try_send(resp);
             }),
@@ -575,8 +770,14 @@ async fn run_object(
             unconfirmed: Cell::new(false),
         };
         let panicked = match ev {
-            Event::Fetch { req, reply } => {
-                let outcome = CatchUnwind(instance.fetch(&ctx, req)).await;
+            Event::Fetch { req, reply, chain } => {
+                let outcome = Guarded {
+                    fut: instance.fetch(&ctx, req),
+                    host: &host,
+                    chain,
+                    me: state.target.id,
+                }
+                .await;
                 match outcome {
                     Ok(resp) => {
                         output_gate(&host, &ctx, resp, reply);
@@ -654,7 +855,13 @@ async fn run_alarm(
     if ctx.get_alarm().await.ok().flatten() != Some(scheduled_ms) {
         return false;
     }
-    let outcome = CatchUnwind(instance.alarm(ctx)).await;
+    let outcome = Guarded {
+        fut: instance.alarm(ctx),
+        host,
+        chain: host.no_chain.clone(),
+        me: ctx.obj.target.id,
+    }
+    .await;
     let ok = matches!(outcome, Ok(Ok(())));
     if ok {
         host.metrics.borrow_mut().alarms_fired += 1;
@@ -689,15 +896,29 @@ async fn run_alarm(
     outcome.is_err()
 }
 
-/// Polls the inner future under `catch_unwind`; a panic becomes `Err(())`.
-struct CatchUnwind<F>(F);
+/// Polls a handler future under `catch_unwind` (a panic becomes `Err(())`),
+/// with the shard's `polling` slot naming this event's call chain and object
+/// for the duration of each poll, so stub calls made inside know their chain.
+struct Guarded<'h, F> {
+    fut: F,
+    host: &'h Rc<HostInner>,
+    chain: Rc<CallChain>,
+    me: ObjectId,
+}
 
-impl<F: Future + Unpin> Future for CatchUnwind<F> {
+impl<F: Future + Unpin> Future for Guarded<'_, F> {
     type Output = Result<F::Output, ()>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let outer = this
+            .host
+            .polling
+            .replace(Some((this.chain.clone(), this.me)));
         // AssertUnwindSafe: after a panic the future is dropped and the object's
         // instance replaced, so no state observed mid-panic is used again.
-        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut self.0).poll(cx))) {
+        let r = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut this.fut).poll(cx)));
+        *this.host.polling.borrow_mut() = outer;
+        match r {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
             Err(_) => Poll::Ready(Err(())),

@@ -26,6 +26,7 @@
 //! at most `connections_max` connections; one more is answered 503
 //! `overloaded` with `Retry-After` and closed.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -40,7 +41,7 @@ use cairn_proto::http::{
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::host::Target;
+use crate::host::{LATENCY_BUCKETS_US, RequestStats, ShardStats, Target};
 use crate::id::{id_from_name, id_from_string};
 use crate::object::{ErrorCode, Request, Response, percent_decode};
 use crate::shard::Shard;
@@ -175,6 +176,9 @@ enum Routed {
 /// One request of a connection whose response is not yet written.
 struct Pending {
     routed: Routed,
+    /// The class label of the request's metrics.
+    class: Cow<'static, str>,
+    started: Instant,
     is_head: bool,
     close: bool,
     _in_flight: Counted,
@@ -256,8 +260,12 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
                     }
                     let is_head = req.is_head();
                     let in_flight = Counted::new(&shard.in_flight);
+                    let started = Instant::now();
+                    let (routed, class) = route_start(&shard, req);
                     queue.push_back(Pending {
-                        routed: route_start(&shard, req),
+                        routed,
+                        class,
+                        started,
                         is_head,
                         close,
                         _in_flight: in_flight,
@@ -272,6 +280,8 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
                     resp.status = e.status();
                     queue.push_back(Pending {
                         routed: Routed::Ready(resp),
+                        class: Cow::Borrowed(UNROUTED),
+                        started: Instant::now(),
                         is_head: false,
                         close: true,
                         _in_flight: Counted::new(&shard.in_flight),
@@ -288,7 +298,10 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
             let mut close = false;
             while queue.front().is_some_and(Pending::is_ready) && !close {
                 let Some(p) = queue.pop_front() else { break };
+                let us = u64::try_from(p.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let class = p.class.clone();
                 let (resp, is_head, c) = p.take();
+                shard.host.record_request(&class, resp.status, us);
                 close = c;
                 write_response(&mut out, &resp, &date, is_head, close);
             }
@@ -383,11 +396,13 @@ fn write_response(
 
 /// Maps a request to its object (or a built-in endpoint) and waits for the response.
 pub async fn route(shard: &Shard, req: cairn_proto::http::Request) -> Response {
-    match route_start(shard, req) {
+    match route_start(shard, req).0 {
         Routed::Ready(r) => r,
         Routed::Waiting(slot) => {
             let one = VecDeque::from([Pending {
                 routed: Routed::Waiting(slot),
+                class: Cow::Borrowed(UNROUTED),
+                started: Instant::now(),
                 is_head: false,
                 close: false,
                 _in_flight: Counted::new(&shard.in_flight),
@@ -404,21 +419,46 @@ pub async fn route(shard: &Shard, req: cairn_proto::http::Request) -> Response {
 
 /// Maps a request to its object (or a built-in endpoint) and dispatches it
 /// without waiting: routing errors and built-in routes are answered at once.
-fn route_start(shard: &Shard, req: cairn_proto::http::Request) -> Routed {
-    Routed::Ready(match route_inner(shard, req) {
-        Ok(r) => r,
-        Err(slot) => return Routed::Waiting(slot),
-    })
+/// Also returns the class label the request is counted under in metrics.
+fn route_start(shard: &Shard, req: cairn_proto::http::Request) -> (Routed, Cow<'static, str>) {
+    let mut class = Cow::Borrowed(UNROUTED);
+    let routed = match route_inner(shard, req, &mut class) {
+        Ok(r) => Routed::Ready(r),
+        Err(slot) => Routed::Waiting(slot),
+    };
+    (routed, class)
 }
 
-fn route_inner(shard: &Shard, req: cairn_proto::http::Request) -> Result<Response, Rc<Slot>> {
+/// The metrics class label of requests that reached no object class.
+const UNROUTED: &str = "_none";
+
+/// The metrics class label of the server's own endpoints.
+const ENDPOINTS: &str = "_cairn";
+
+fn route_inner(
+    shard: &Shard,
+    req: cairn_proto::http::Request,
+    label: &mut Cow<'static, str>,
+) -> Result<Response, Rc<Slot>> {
     let target = cairn_proto::http::target::split(req.target());
     let path = target.path;
     let query = target.query.unwrap_or("").to_string();
     let method = req.method().to_string();
+    if path.starts_with("/_cairn/") {
+        *label = Cow::Borrowed(ENDPOINTS);
+    }
     match path {
         "/_cairn/health" => return Ok(health(shard)),
-        "/_cairn/metrics" => return Ok(metrics(shard)),
+        "/_cairn/metrics" => {
+            let slot = Rc::new(Slot::default());
+            let responder = Responder(Some(slot.clone()));
+            let host = shard.host.clone();
+            glommio::spawn_local(async move {
+                responder.send(metrics(&host.gather_stats().await));
+            })
+            .detach();
+            return Err(slot);
+        }
         _ => {}
     }
     let mut segs = path.strip_prefix('/').unwrap_or(path).splitn(3, '/');
@@ -431,6 +471,7 @@ fn route_inner(shard: &Shard, req: cairn_proto::http::Request) -> Result<Respons
             "no such class; routes are /{class}/{name}/...",
         ));
     }
+    *label = Cow::Owned(class.to_string());
     let (t, rest) = match second {
         None | Some("") => {
             return Ok(Response::error(
@@ -511,49 +552,212 @@ fn health(shard: &Shard) -> Response {
     }
 }
 
-fn metrics(shard: &Shard) -> Response {
-    let m = shard.host.metrics();
-    let s = shard.host.store().stats();
-    let rows: [(&str, &str, u64); 13] = [
-        ("cairn_requests_total", "counter", m.requests),
-        ("cairn_overloaded_total", "counter", m.overloaded),
-        ("cairn_handler_panics_total", "counter", m.panics),
-        ("cairn_activations_total", "counter", m.activations),
-        ("cairn_evictions_total", "counter", m.evictions),
-        ("cairn_alarms_fired_total", "counter", m.alarms_fired),
-        ("cairn_alarms_failed_total", "counter", m.alarms_failed),
+/// Renders every shard's statistics as Prometheus text (format 0.0.4).
+fn metrics(all: &[ShardStats]) -> Response {
+    use std::fmt::Write;
+    type Get = fn(&ShardStats) -> u64;
+    let per_shard: [(&str, &str, &str, Get); 19] = [
+        (
+            "cairn_requests_total",
+            "counter",
+            "events handed to objects",
+            |s| s.host.requests,
+        ),
+        (
+            "cairn_overloaded_total",
+            "counter",
+            "events refused with 503",
+            |s| s.host.overloaded,
+        ),
+        (
+            "cairn_handler_panics_total",
+            "counter",
+            "handler panics",
+            |s| s.host.panics,
+        ),
+        (
+            "cairn_activations_total",
+            "counter",
+            "objects activated",
+            |s| s.host.activations,
+        ),
+        ("cairn_evictions_total", "counter", "objects evicted", |s| {
+            s.host.evictions
+        }),
+        (
+            "cairn_alarms_fired_total",
+            "counter",
+            "alarm runs that succeeded",
+            |s| s.host.alarms_fired,
+        ),
+        (
+            "cairn_alarms_failed_total",
+            "counter",
+            "alarm runs that failed (retried)",
+            |s| s.host.alarms_failed,
+        ),
         (
             "cairn_alarms_abandoned_total",
             "counter",
-            m.alarms_abandoned,
+            "alarms given up",
+            |s| s.host.alarms_abandoned,
         ),
         (
             "cairn_storage_failures_total",
             "counter",
-            m.storage_failures,
+            "responses failed by a commit",
+            |s| s.host.storage_failures,
         ),
         (
-            "cairn_active_objects",
-            "gauge",
-            shard.host.active_count() as u64,
+            "cairn_forwarded_total",
+            "counter",
+            "requests sent to another shard",
+            |s| s.host.forwarded,
         ),
-        ("cairn_commits_total", "counter", s.commits),
-        ("cairn_committed_mutations_total", "counter", s.mutations),
+        (
+            "cairn_call_cycles_total",
+            "counter",
+            "stub calls refused as cycles",
+            |s| s.host.call_cycles,
+        ),
+        ("cairn_active_objects", "gauge", "objects in memory", |s| {
+            s.active_objects
+        }),
+        (
+            "cairn_queued_events",
+            "gauge",
+            "events queued or running",
+            |s| s.queued_events,
+        ),
+        (
+            "cairn_queue_depth_max",
+            "gauge",
+            "deepest object queue",
+            |s| s.queue_depth_max,
+        ),
+        (
+            "cairn_commits_total",
+            "counter",
+            "commit groups made durable",
+            |s| s.store.commits,
+        ),
+        (
+            "cairn_committed_mutations_total",
+            "counter",
+            "records in those groups",
+            |s| s.store.mutations,
+        ),
+        (
+            "cairn_commit_group_records_max",
+            "gauge",
+            "largest commit group",
+            |s| s.store.group_records_max,
+        ),
+        (
+            "cairn_fdatasync_seconds_max",
+            "gauge",
+            "slowest fdatasync",
+            |s| s.store.fdatasync_ns_max,
+        ),
         (
             "cairn_storage_read_only",
             "gauge",
-            u64::from(s.read_only_reason.is_some()),
+            "1 once a write or fdatasync failed: writes refused until restart",
+            |s| u64::from(s.store.read_only_reason.is_some()),
         ),
     ];
-    let mut out = String::new();
-    for (name, kind, v) in rows {
-        out.push_str(&format!(
-            "# TYPE {name} {kind}\n{name}{{shard=\"{}\"}} {v}\n",
-            shard.id
-        ));
+    let mut out = String::with_capacity(8192);
+    for (name, kind, help, get) in per_shard {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for s in all {
+            let v = get(s);
+            if name == "cairn_fdatasync_seconds_max" {
+                // Stored in nanoseconds; Prometheus wants seconds.
+                let _ = writeln!(out, "{name}{{shard=\"{}\"}} {:.9}", s.shard, v as f64 / 1e9);
+            } else {
+                let _ = writeln!(out, "{name}{{shard=\"{}\"}} {v}", s.shard);
+            }
+        }
+    }
+    // Summaries: commit group size (records per fdatasync'd group) and fdatasync latency.
+    let name = "cairn_commit_group_records";
+    let _ = writeln!(
+        out,
+        "# HELP {name} records per commit group\n# TYPE {name} summary"
+    );
+    for s in all {
+        let _ = writeln!(
+            out,
+            "{name}_sum{{shard=\"{}\"}} {}",
+            s.shard, s.store.mutations
+        );
+        let _ = writeln!(
+            out,
+            "{name}_count{{shard=\"{}\"}} {}",
+            s.shard, s.store.commits
+        );
+    }
+    let name = "cairn_fdatasync_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} fdatasync latency\n# TYPE {name} summary"
+    );
+    for s in all {
+        let sum = s.store.fdatasync_ns_total as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum{{shard=\"{}\"}} {sum:.9}", s.shard);
+        let _ = writeln!(
+            out,
+            "{name}_count{{shard=\"{}\"}} {}",
+            s.shard, s.store.fdatasyncs
+        );
+    }
+    // Requests by class and status, summed over the shards that accepted them.
+    let mut by: std::collections::BTreeMap<(&str, u16), RequestStats> = Default::default();
+    for s in all {
+        for (class, status, r) in &s.requests {
+            by.entry((class.as_str(), *status)).or_default().merge(r);
+        }
+    }
+    let name = "cairn_http_request_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} HTTP request latency by class and status\n# TYPE {name} histogram"
+    );
+    for ((class, status), r) in &by {
+        let labels = format!("class=\"{}\",status=\"{status}\"", prom_escape(class));
+        let mut cumulative = 0;
+        for (i, n) in r.buckets.iter().enumerate() {
+            cumulative += n;
+            let le = LATENCY_BUCKETS_US
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {:.6}", r.sum_us as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", r.count);
+    }
+    let name = "cairn_http_requests_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} HTTP requests by class and status\n# TYPE {name} counter"
+    );
+    for ((class, status), r) in &by {
+        let _ = writeln!(
+            out,
+            "{name}{{class=\"{}\",status=\"{status}\"}} {}",
+            prom_escape(class),
+            r.count
+        );
     }
     let mut r = Response::new(200, out);
     r.headers
         .push(("content-type".into(), "text/plain; version=0.0.4".into()));
     r
+}
+
+/// Escapes a Prometheus label value.
+fn prom_escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

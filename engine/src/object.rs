@@ -196,6 +196,9 @@ pub enum ErrorCode {
     Overloaded,
     /// 503: the server is shutting down.
     ShuttingDown,
+    /// 508: a stub call would wait for an object already waiting on it (a
+    /// call cycle), or stub calls nest too deep.
+    CallCycle,
 }
 
 impl ErrorCode {
@@ -211,6 +214,7 @@ impl ErrorCode {
             ErrorCode::InsufficientStorage => "insufficient_storage",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::CallCycle => "call_cycle",
         }
     }
 
@@ -224,6 +228,7 @@ impl ErrorCode {
             ErrorCode::HandlerPanicked => 500,
             ErrorCode::StorageFailed | ErrorCode::Overloaded | ErrorCode::ShuttingDown => 503,
             ErrorCode::InsufficientStorage => 507,
+            ErrorCode::CallCycle => 508,
         }
     }
 }

@@ -34,7 +34,10 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::datadir::{DataDirError, open_data_dir};
-use crate::host::{Forwarder, HostConfig, ObjectHost, Reply, Target, system_clock};
+use crate::host::{
+    CallChain, Forwarder, HostConfig, ObjectHost, Reply, ShardStats, StatsReply, Target,
+    system_clock,
+};
 use crate::object::{Classes, ErrorCode, LocalFuture, Request, Response};
 use crate::store::Store;
 
@@ -48,6 +51,8 @@ pub enum Mail {
         target: Target,
         /// The request.
         req: Request,
+        /// The stub-call chain the request belongs to (empty from outside).
+        chain: CallChain,
     },
     /// The answer to the request numbered `corr`.
     Response {
@@ -55,6 +60,18 @@ pub enum Mail {
         corr: u64,
         /// The response.
         resp: Response,
+    },
+    /// Asks for the receiver's [`ShardStats`] (for `/_cairn/metrics`).
+    StatsRequest {
+        /// Correlates the answer with the sender's gathering.
+        corr: u64,
+    },
+    /// The answer to the stats request numbered `corr`.
+    StatsResponse {
+        /// The request's correlation number.
+        corr: u64,
+        /// The receiver's statistics.
+        stats: Box<ShardStats>,
     },
 }
 
@@ -94,10 +111,91 @@ pub struct MailboxRouter {
     to: Vec<Option<Rc<ConnectedSender<Mail>>>>,
     pending: RefCell<HashMap<u64, Reply>>,
     next_corr: Cell<u64>,
+    /// Stats gatherings waiting for their peers' answers, by correlation number.
+    gathering: RefCell<HashMap<u64, Rc<Gathering>>>,
+    /// Requests from peers being handled here; shutdown waits for zero.
+    serving: Rc<Cell<usize>>,
+    stopping: Arc<AtomicBool>,
+}
+
+/// One `/_cairn/metrics` collection: answers so far and who still owes one.
+struct Gathering {
+    got: RefCell<Vec<ShardStats>>,
+    owed: Cell<usize>,
+    reply: RefCell<Option<StatsReply>>,
+}
+
+impl Gathering {
+    fn answer(&self, stats: Option<ShardStats>) {
+        if let Some(s) = stats {
+            self.got.borrow_mut().push(s);
+        }
+        self.owed.set(self.owed.get().saturating_sub(1));
+        if self.owed.get() == 0
+            && let Some(reply) = self.reply.borrow_mut().take()
+        {
+            reply(std::mem::take(&mut *self.got.borrow_mut()));
+        }
+    }
+}
+
+impl MailboxRouter {
+    fn next_corr(&self) -> u64 {
+        let corr = self.next_corr.get();
+        self.next_corr.set(corr + 1);
+        corr
+    }
+
+    /// Answers every request still waiting on another shard with 503
+    /// `shutting_down`: the last step of a stop, so no connection waits for
+    /// a shard that has gone.
+    fn fail_pending(&self) {
+        let pending: Vec<Reply> = self.pending.borrow_mut().drain().map(|(_, r)| r).collect();
+        for reply in pending {
+            reply(Response::error(
+                ErrorCode::ShuttingDown,
+                "the server is stopping; the owning shard did not answer in time",
+            ));
+        }
+    }
 }
 
 impl Forwarder for MailboxRouter {
-    fn forward(&self, shard: u32, target: Target, req: Request, reply: Reply) {
+    fn gather(&self, reply: StatsReply) {
+        let corr = self.next_corr();
+        let peers: Vec<_> = self.to.iter().flatten().cloned().collect();
+        let g = Rc::new(Gathering {
+            got: RefCell::new(Vec::new()),
+            owed: Cell::new(peers.len() + 1),
+            reply: RefCell::new(Some(reply)),
+        });
+        self.gathering.borrow_mut().insert(corr, g.clone());
+        for tx in peers {
+            // A full mailbox waits (metrics are not urgent); a gone peer owes nothing.
+            let g = g.clone();
+            glommio::spawn_local(async move {
+                if tx.send(Mail::StatsRequest { corr }).await.is_err() {
+                    g.answer(None);
+                }
+            })
+            .detach();
+        }
+        g.answer(None); // this call's own share; the caller adds the local stats
+        if g.owed.get() == 0 {
+            self.gathering.borrow_mut().remove(&corr);
+        }
+    }
+
+    fn forward(&self, shard: u32, target: Target, req: Request, chain: CallChain, reply: Reply) {
+        if self.stopping.load(Ordering::Acquire) {
+            // The owner may already have drained and gone; do not start what
+            // might never be answered.
+            reply(Response::error(
+                ErrorCode::ShuttingDown,
+                "the server is stopping; retry on another instance",
+            ));
+            return;
+        }
         let Some(Some(tx)) = self.to.get(shard as usize) else {
             reply(Response::error(
                 ErrorCode::Overloaded,
@@ -105,9 +203,14 @@ impl Forwarder for MailboxRouter {
             ));
             return;
         };
-        let corr = self.next_corr.get();
-        self.next_corr.set(corr + 1);
-        match tx.try_send(Mail::Request { corr, target, req }) {
+        let corr = self.next_corr();
+        let mail = Mail::Request {
+            corr,
+            target,
+            req,
+            chain,
+        };
+        match tx.try_send(mail) {
             Ok(()) => {
                 self.pending.borrow_mut().insert(corr, reply);
             }
@@ -266,6 +369,9 @@ async fn run_shard(
         to,
         pending: RefCell::new(HashMap::new()),
         next_corr: Cell::new(0),
+        gathering: RefCell::new(HashMap::new()),
+        serving: Rc::new(Cell::new(0)),
+        stopping: stopping.clone(),
     });
     host.set_forwarder(router.clone());
     for (peer, rx) in receivers {
@@ -294,8 +400,21 @@ async fn run_shard(
     while !stopping.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
     }
-    // Graceful stop: let requests already being handled finish (bounded).
+    // Graceful stop: let requests already being handled finish (bounded):
+    // this shard's connections, its requests waiting on other shards, and
+    // other shards' requests running here (so a peer is not left waiting).
+    let busy =
+        || in_flight.get() > 0 || !router.pending.borrow().is_empty() || router.serving.get() > 0;
     for _ in 0..(SHUTDOWN_DRAIN_MS / STOP_POLL_MS) {
+        if !busy() {
+            break;
+        }
+        glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+    }
+    // Whatever still waits on another shard is answered 503 now, and its
+    // connection gets a moment to write that answer.
+    router.fail_pending();
+    for _ in 0..(SHUTDOWN_ANSWER_MS / STOP_POLL_MS) {
         if in_flight.get() == 0 {
             break;
         }
@@ -309,17 +428,30 @@ async fn run_shard(
 /// How long a stopping shard waits for requests in flight.
 const SHUTDOWN_DRAIN_MS: u64 = 5000;
 
+/// How long a stopping shard then waits for its connections to write the
+/// 503s it gave to requests still waiting on other shards.
+const SHUTDOWN_ANSWER_MS: u64 = 200;
+
 /// Handles one piece of mail from shard `peer`.
 fn deliver(host: &ObjectHost, router: &Rc<MailboxRouter>, peer: usize, mail: Mail) {
     match mail {
-        Mail::Request { corr, target, req } => {
+        Mail::Request {
+            corr,
+            target,
+            req,
+            chain,
+        } => {
             let back = router.to[peer]
                 .clone()
                 .expect("a peer that sent mail has a mailbox back");
-            host.dispatch(
+            let serving = router.serving.clone();
+            serving.set(serving.get() + 1);
+            host.dispatch_chained(
                 target,
                 req,
+                chain,
                 Box::new(move |resp| {
+                    serving.set(serving.get() - 1);
                     if let Err(e) = back.try_send(Mail::Response { corr, resp }) {
                         let glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(mail)) = e else {
                             return; // the peer is gone (shutting down)
@@ -333,10 +465,30 @@ fn deliver(host: &ObjectHost, router: &Rc<MailboxRouter>, peer: usize, mail: Mai
             );
         }
         Mail::Response { corr, resp } => {
-            let reply = router.pending.borrow_mut().remove(&corr);
-            // A missing entry is a bug in this module, not peer input: shards are trusted.
-            let reply = reply.expect("every response matches a pending request");
-            reply(resp);
+            // A missing entry is a request already failed by `fail_pending`
+            // at shutdown: its answer has been given.
+            if let Some(reply) = router.pending.borrow_mut().remove(&corr) {
+                reply(resp);
+            }
+        }
+        Mail::StatsRequest { corr } => {
+            let back = router.to[peer]
+                .clone()
+                .expect("a peer that sent mail has a mailbox back");
+            let stats = Box::new(host.stats());
+            glommio::spawn_local(async move {
+                let _ = back.send(Mail::StatsResponse { corr, stats }).await;
+            })
+            .detach();
+        }
+        Mail::StatsResponse { corr, stats } => {
+            let g = router.gathering.borrow().get(&corr).cloned();
+            if let Some(g) = g {
+                g.answer(Some(*stats));
+                if g.owed.get() == 0 {
+                    router.gathering.borrow_mut().remove(&corr);
+                }
+            }
         }
     }
 }

@@ -330,6 +330,14 @@ pub struct StoreStats {
     pub commits: u64,
     /// Mutations in those groups.
     pub mutations: u64,
+    /// Largest commit group, in records (disk only; 0 in memory).
+    pub group_records_max: u64,
+    /// fdatasyncs done (disk only).
+    pub fdatasyncs: u64,
+    /// Sum of fdatasync latencies, nanoseconds.
+    pub fdatasync_ns_total: u64,
+    /// Slowest fdatasync, nanoseconds.
+    pub fdatasync_ns_max: u64,
     /// Why the store is read-only, if it is.
     pub read_only_reason: Option<String>,
 }
@@ -830,6 +838,10 @@ impl Store {
                 StoreStats {
                     commits: s.groups,
                     mutations: s.records_written,
+                    group_records_max: s.group_records_max,
+                    fdatasyncs: s.fdatasyncs,
+                    fdatasync_ns_total: s.fdatasync_ns_total,
+                    fdatasync_ns_max: s.fdatasync_ns_max,
                     read_only_reason: s.read_only,
                 }
             }

@@ -13,7 +13,8 @@
 //!   - `POST /alarm?in_ms=N&fail=K`: sets the alarm `N` ms ahead; its handler
 //!     fails its first `K` runs. `GET /alarm` reports
 //!     `{"runs":R,"fired":F,"times":[...]}` (run times in ms since the epoch).
-//!   - `POST /cycle`: calls itself through a stub (a call cycle).
+//!   - `POST /cycle[?to=NAME]`: calls `NAME` (default itself), which calls
+//!     back: a call cycle.
 //!   - `GET /sleep?ms=N`: answers after `N` ms (a slow handler, for overload).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,11 +123,14 @@ impl Object for TestHooks {
                     )
                 }
                 ("POST", "/cycle") => {
-                    let Some(name) = ctx.name().map(<[u8]>::to_vec) else {
+                    let Some(me) = ctx.name().map(<[u8]>::to_vec) else {
                         return Response::new(400, "address the object by name");
                     };
-                    ctx.stub(ctx.class(), &name)
-                        .fetch(Request::new("POST", "/cycle"))
+                    // `?to=NAME` calls NAME, which calls back; without it, call self.
+                    let to = req.query_param("to").unwrap_or_else(|| me.clone());
+                    let back = format!("/cycle?to={}", String::from_utf8_lossy(&me));
+                    ctx.stub(ctx.class(), &to)
+                        .fetch(Request::new("POST", &back))
                         .await
                 }
                 ("GET", "/sleep") => {

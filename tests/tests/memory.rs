@@ -34,14 +34,14 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// `cairn_active_objects` per shard, from connections until every shard answered.
+/// `cairn_active_objects` per shard (asks again until every shard is in).
 fn active_objects(s: &Server) -> HashMap<String, u64> {
     let mut seen = HashMap::new();
     for _ in 0..200 {
         let text = s.send("GET", "/_cairn/metrics", b"").text();
-        if let Some(l) = text
+        for l in text
             .lines()
-            .find(|l| l.starts_with("cairn_active_objects{"))
+            .filter(|l| l.starts_with("cairn_active_objects{"))
         {
             let shard = l.split('"').nth(1).unwrap_or("?").to_string();
             let v = l
