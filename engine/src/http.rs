@@ -12,7 +12,7 @@
 //! **Ordering:** responses leave a connection in request order. Pipelined
 //! requests already in the buffer are decoded and dispatched together (up to
 //! [`PIPELINE_DEPTH_MAX`]), so requests to objects on different shards run
-//! concurrently; each waits in a FIFO of [`Pending`] slots and responses are
+//! concurrently; each waits in a FIFO of `Pending` slots and responses are
 //! written from its front only, several at once when they are ready.
 //!
 //! **Limits (what a slow or idle client may hold):** a request head must
