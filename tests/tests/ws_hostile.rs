@@ -13,18 +13,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use cairn_tests::{Server, temp_dir};
-fn rss_bytes(_: u32) -> Option<u64> {
-    None
-}
-trait Pid {
-    fn pid(&self) -> u32;
-}
-impl Pid for Server {
-    fn pid(&self) -> u32 {
-        0
-    }
-}
+use cairn_tests::{Server, rss_bytes, temp_dir};
 
 /// A raw WebSocket client: frames built by hand, so it can send what no
 /// library would.
@@ -195,7 +184,7 @@ fn hostile_websocket_clients_are_closed_as_rfc_6455_says_and_others_carry_on() {
         "--ws-send-buffer-bytes-max",
         "1048576",
     ];
-    let s = match Server::start_with(&dir, 2, &args) {
+    let s = match Server::start_in_with(&dir, 2, &args) {
         Ok(s) => s,
         Err(e) if e.contains("ws-message-bytes-max") => {
             eprintln!(
