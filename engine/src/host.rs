@@ -25,7 +25,8 @@
 //! earlier events whose data this handler may have read). Meanwhile the runner
 //! already starts the object's next event: that is what lets a hot object's
 //! writes share one fdatasync. If the commit fails, the held response is
-//! replaced by 503 `storage_failed` (507 `insufficient_storage` when the disk is full): a failed flush never releases a response.
+//! replaced by 503 `storage_failed` (507 `insufficient_storage` when the disk
+//! is full): a failed flush never releases a response.
 //! `Context::allow_unconfirmed` releases one event's response without waiting.
 //! Tests: `output_gate_holds_response_until_fdatasync`,
 //! `failed_flush_never_releases_response`,

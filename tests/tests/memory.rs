@@ -168,7 +168,8 @@ fn run(objects: u64, budget: u64, conns: u64) {
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let total_budget = budget * u64::from(SHARDS);
     eprintln!(
-        "memory: {objects} objects touched in {:.1}s ({:.0}/s, {conns} connections, {retried} retried after 503); budget {:.1} MiB x {SHARDS} shards; \
+        "memory: {objects} objects touched in {:.1}s ({:.0}/s, {conns} connections, {retried} retried after 503); \
+         budget {:.1} MiB x {SHARDS} shards; \
          RSS start {:.1} MiB, max {:.1} MiB, end {:.1} MiB ({:.0} bytes per object touched above start); \
          active objects per shard after a tick {active:?}",
         took.as_secs_f64(),
