@@ -358,6 +358,13 @@ impl Conn {
         })
     }
 
+    /// The server's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.stream
+            .peer_addr()
+            .expect("a connected socket has a peer")
+    }
+
     /// Sends one request and reads its response; any I/O error, or the peer
     /// closing before a whole response arrived, is an `Err`.
     pub fn request(

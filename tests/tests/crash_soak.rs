@@ -129,9 +129,29 @@ fn start_and_wait_healthy(dir: &std::path::Path, shards: u32) -> (Server, Durati
 
 /// Lists the keys of `obj` that start with `prefix`, as (key, value) strings.
 fn list(conn: &mut Conn, obj: &str, prefix: &str) -> HashMap<String, String> {
-    let r = conn
-        .request("GET", &format!("/kv/{obj}/keys?prefix={prefix}"), b"")
-        .expect("list after restart");
+    let path = format!("/kv/{obj}/keys?prefix={prefix}");
+    let r = match conn.request("GET", &path, b"") {
+        Ok(r) => r,
+        Err(e) => {
+            // Say whether the server is stuck or only this connection is.
+            let addr = conn.peer_addr();
+            let fresh = Conn::connect(addr, Duration::from_secs(10))
+                .and_then(|mut c| c.request("GET", &path, b""));
+            let health = Conn::connect(addr, Duration::from_secs(10))
+                .and_then(|mut c| c.request("GET", "/_cairn/health", b""));
+            if let Ok(secs) =
+                std::env::var("CAIRN_SOAK_HOLD_ON_FAILURE").map(|v| v.parse().unwrap_or(300))
+            {
+                eprintln!("holding the server at {addr} for {secs}s for inspection");
+                std::thread::sleep(Duration::from_secs(secs));
+            }
+            panic!(
+                "GET {path} after restart: {e}; again on a fresh connection: {:?}; health: {:?}",
+                fresh.map(|r| r.status),
+                health.map(|r| r.status)
+            );
+        }
+    };
     assert_eq!(r.status, 200, "list {obj}: {}", r.text());
     let v: serde_json::Value = serde_json::from_slice(&r.body).expect("list JSON");
     v["entries"]
