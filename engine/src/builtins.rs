@@ -52,7 +52,10 @@ fn storage_error(e: &StorageError) -> Response {
         | StorageError::BatchTooLarge { .. } => {
             Response::error(ErrorCode::TooLarge, &e.to_string())
         }
-        _ => Response::error(ErrorCode::StorageFailed, &e.to_string()),
+        _ => {
+            let reason = e.to_string();
+            Response::error(ErrorCode::for_storage_failure(&reason), &reason)
+        }
     }
 }
 

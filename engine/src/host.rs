@@ -25,7 +25,8 @@
 //! earlier events whose data this handler may have read). Meanwhile the runner
 //! already starts the object's next event: that is what lets a hot object's
 //! writes share one fdatasync. If the commit fails, the held response is
-//! replaced by 500 `storage_failed`: a failed flush never releases a response.
+//! replaced by 503 `storage_failed` (507 `insufficient_storage` when the disk
+//! is full): a failed flush never releases a response.
 //! `Context::allow_unconfirmed` releases one event's response without waiting.
 //! Tests: `output_gate_holds_response_until_fdatasync`,
 //! `failed_flush_never_releases_response`,
@@ -315,7 +316,7 @@ pub struct HostMetrics {
     pub alarms_failed: u64,
     /// Alarms given up after `alarm_attempts_max` failures.
     pub alarms_abandoned: u64,
-    /// Responses replaced by 500 because their write failed to commit.
+    /// Responses replaced by 503/507 because their write failed to commit.
     pub storage_failures: u64,
     /// Requests sent to another shard's objects.
     pub forwarded: u64,
@@ -1084,7 +1085,9 @@ fn output_gate(host: &Rc<HostInner>, ctx: &Context, resp: Response, reply: Reply
                     Ok(()) => reply(resp),
                     Err(e) => {
                         host.metrics.borrow_mut().storage_failures += 1;
-                        reply(Response::error(ErrorCode::StorageFailed, &e.to_string()));
+                        let reason = e.to_string();
+                        let code = ErrorCode::for_storage_failure(&reason);
+                        reply(Response::error(code, &reason));
                     }
                 }
             })

@@ -224,7 +224,7 @@ fn failed_flush_never_releases_response() {
             .fail("injected fdatasync failure");
         settle().await;
         let resp = slot.borrow().clone().unwrap();
-        assert_eq!(resp.status, 500);
+        assert_eq!(resp.status, 503);
         assert!(
             body(&slot).unwrap().contains("storage_failed"),
             "{:?}",

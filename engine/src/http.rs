@@ -465,12 +465,7 @@ fn route_inner(
         *label = Cow::Borrowed(ENDPOINTS);
     }
     match path {
-        "/_cairn/health" => {
-            return Ok(Response::json(
-                200,
-                format!(r#"{{"status":"ok","shard":{}}}"#, shard.id),
-            ));
-        }
+        "/_cairn/health" => return Ok(health(shard)),
         "/_cairn/metrics" => {
             let slot = Rc::new(Slot::default());
             let responder = Responder(Some(slot.clone()));
@@ -602,11 +597,27 @@ pub(crate) fn resolve(
     Ok((t, obj_req))
 }
 
+/// `ok`, or 503 `read_only` with storage's reason once a write or fdatasync
+/// failed (writes on this shard fail until it is restarted; reads go on).
+fn health(shard: &Shard) -> Response {
+    match shard.host.store().stats().read_only_reason {
+        None => Response::json(200, format!(r#"{{"status":"ok","shard":{}}}"#, shard.id)),
+        Some(reason) => Response::json(
+            503,
+            format!(
+                r#"{{"status":"read_only","shard":{},"reason":"{}"}}"#,
+                shard.id,
+                crate::object::json_escape(&reason)
+            ),
+        ),
+    }
+}
+
 /// Renders every shard's statistics as Prometheus text (format 0.0.4).
 fn metrics(all: &[ShardStats]) -> Response {
     use std::fmt::Write;
     type Get = fn(&ShardStats) -> u64;
-    let per_shard: [(&str, &str, &str, Get); 18] = [
+    let per_shard: [(&str, &str, &str, Get); 19] = [
         (
             "cairn_requests_total",
             "counter",
@@ -708,6 +719,12 @@ fn metrics(all: &[ShardStats]) -> Response {
             "gauge",
             "slowest fdatasync",
             |s| s.store.fdatasync_ns_max,
+        ),
+        (
+            "cairn_storage_read_only",
+            "gauge",
+            "1 once a write or fdatasync failed: writes refused until restart",
+            |s| u64::from(s.store.read_only_reason.is_some()),
         ),
     ];
     let mut out = String::with_capacity(8192);

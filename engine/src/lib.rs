@@ -34,10 +34,14 @@ pub mod builtins;
 pub mod config;
 pub mod context;
 pub mod datadir;
+#[cfg(feature = "test-hooks")]
+pub mod fault_disk;
 pub mod host;
 pub mod http;
 pub mod id;
 pub mod object;
+#[cfg(test)]
+mod power_loss_tests;
 pub mod retry;
 pub mod shard;
 pub mod store;

@@ -249,8 +249,11 @@ pub enum ErrorCode {
     TooLarge,
     /// 500: the object's handler panicked; the message carries a request id.
     HandlerPanicked,
-    /// 500: the write could not be made durable.
+    /// 503: the write could not be made durable (a failed write or fdatasync);
+    /// the shard's store is read-only until it is restarted. Reads go on.
     StorageFailed,
+    /// 507: the write could not be made durable because the disk is full.
+    InsufficientStorage,
     /// 503: the object's queue (or a shard mailbox) is full; retry later.
     Overloaded,
     /// 426: the route only takes WebSocket upgrades.
@@ -274,6 +277,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::HandlerPanicked => "handler_panicked",
             ErrorCode::StorageFailed => "storage_failed",
+            ErrorCode::InsufficientStorage => "insufficient_storage",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::UpgradeRequired => "upgrade_required",
             ErrorCode::WebSocketNotAccepted => "websocket_not_accepted",
@@ -290,11 +294,24 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::TooLarge => 413,
             ErrorCode::UpgradeRequired => 426,
-            ErrorCode::HandlerPanicked
-            | ErrorCode::StorageFailed
-            | ErrorCode::WebSocketNotAccepted => 500,
-            ErrorCode::Overloaded | ErrorCode::ShuttingDown => 503,
+            ErrorCode::HandlerPanicked | ErrorCode::WebSocketNotAccepted => 500,
+            ErrorCode::StorageFailed | ErrorCode::Overloaded | ErrorCode::ShuttingDown => 503,
+            ErrorCode::InsufficientStorage => 507,
             ErrorCode::CallCycle => 508,
+        }
+    }
+}
+
+impl ErrorCode {
+    /// The code for a write that failed to become durable, given storage's
+    /// reason: a full disk is 507, anything else 503. Storage reports commit
+    /// failures as text (`CommitError { reason }`), so ENOSPC is recognised
+    /// by the OS's message or errno as `io::Error` prints them.
+    pub fn for_storage_failure(reason: &str) -> ErrorCode {
+        if reason.contains("No space left on device") || reason.contains("os error 28") {
+            ErrorCode::InsufficientStorage
+        } else {
+            ErrorCode::StorageFailed
         }
     }
 }

@@ -663,6 +663,21 @@ impl Store {
         dir: &std::path::Path,
         opts: cairn_storage::StoreOptions,
     ) -> Result<Store, OpenError> {
+        let disk = cairn_storage::DmaDisk::new(dir).map_err(|e| OpenError {
+            reason: e.to_string(),
+        })?;
+        // Test builds put a fault-injecting layer under the log (`fault_disk.rs`).
+        #[cfg(feature = "test-hooks")]
+        let disk = crate::fault_disk::FaultDisk::new(disk);
+        Store::open_on(Rc::new(disk), opts).await
+    }
+
+    /// The `cairn-storage` log on any [`cairn_storage::Disk`] (tests use its
+    /// `MemDisk`, which can lose power), recovering what it holds.
+    pub async fn open_on(
+        disk: Rc<dyn cairn_storage::Disk>,
+        opts: cairn_storage::StoreOptions,
+    ) -> Result<Store, OpenError> {
         let mine = StoreOptions {
             shard_id: opts.shard_id,
             shard_count: opts.shard_count,
@@ -670,7 +685,7 @@ impl Store {
             value_bytes_max: opts.value_bytes_max,
             batch_keys_max: opts.batch_keys_max,
         };
-        let s = cairn_storage::Store::open(dir, opts)
+        let s = cairn_storage::Store::open_with_disk(disk, opts)
             .await
             .map_err(|e| OpenError {
                 reason: e.to_string(),

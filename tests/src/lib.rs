@@ -245,6 +245,11 @@ impl Server {
         buf
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(self) -> ExitStatus {
         self.signal("-TERM")
@@ -350,4 +355,83 @@ pub fn parse_response(buf: &[u8]) -> Option<(HttpResponse, usize)> {
         },
         total,
     ))
+}
+
+/// A keep-alive HTTP/1.1 client connection for load loops (one request at a
+/// time; the harness's [`Server::send`] opens a connection per request).
+pub struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    /// Connects to `addr` with `timeout` for connecting, reads and writes.
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The server's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.stream
+            .peer_addr()
+            .expect("a connected socket has a peer")
+    }
+
+    /// Sends one request and reads its response; any I/O error, or the peer
+    /// closing before a whole response arrived, is an `Err`.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<HttpResponse> {
+        let mut raw = format!(
+            "{method} {path} HTTP/1.1\r\nHost: cairn\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(body);
+        self.stream.write_all(&raw)?;
+        loop {
+            if let Some((resp, used)) = parse_response(&self.buf) {
+                self.buf.drain(..used);
+                return Ok(resp);
+            }
+            let mut chunk = [0u8; 16384];
+            let k = self.stream.read(&mut chunk)?;
+            if k == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..k]);
+        }
+    }
+}
+
+/// Resident set size of process `pid` in bytes (Linux `/proc/{pid}/status`
+/// `VmRSS`), or `None` if it cannot be read.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The conformance directory (`../shared/conformance` next to the repository),
+/// if it exists. `CAIRN_CONFORMANCE_DIR` overrides the location.
+pub fn conformance_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("CAIRN_CONFORMANCE_DIR") {
+        return Some(PathBuf::from(d)).filter(|d| d.is_dir());
+    }
+    // The main checkout sits next to `shared/`; a worktree one level deeper.
+    ["../shared/conformance", "../../shared/conformance"]
+        .iter()
+        .map(|rel| repo_root().join(rel))
+        .find(|d| d.is_dir())
 }
