@@ -44,7 +44,7 @@ use glommio::net::{TcpListener, TcpStream};
 
 use crate::host::{LATENCY_BUCKETS_US, RequestStats, ShardStats, Target};
 use crate::id::{id_from_name, id_from_string};
-use crate::object::{ErrorCode, Request, Response, percent_decode};
+use crate::object::{ErrorCode, Request, Response, json_escape, percent_decode};
 use crate::shard::Shard;
 
 /// Most requests of one connection dispatched and not yet answered. Bounds
@@ -283,8 +283,7 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    let mut resp = Response::error(ErrorCode::BadRequest, &e.to_string());
-                    resp.status = e.status();
+                    let resp = protocol_error(e);
                     queue.push_back(Pending {
                         routed: Routed::Ready(resp),
                         class: Cow::Borrowed(UNROUTED),
@@ -363,7 +362,7 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
         };
         if n == 0 {
             if let Err(e) = dec.peer_closed() {
-                let resp = Response::error(ErrorCode::BadRequest, &e.to_string());
+                let resp = protocol_error(e);
                 out.clear();
                 write_response(&mut out, &resp, &date, false, true);
                 let _ = stream.write_all(&out).await;
@@ -376,6 +375,28 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
         }
         buf.extend_from_slice(&rbuf[..n]);
     }
+}
+
+/// The answer to a request `cairn-proto` refused: its status, with a stable
+/// JSON code naming the kind of fault (the connection then closes).
+fn protocol_error(e: cairn_proto::http::Error) -> Response {
+    let status = e.status();
+    let code = match status {
+        413 => "too_large",
+        414 => "uri_too_long",
+        417 => "expectation_failed",
+        431 => "header_too_large",
+        501 => "not_implemented",
+        505 => "version_not_supported",
+        _ => "bad_request",
+    };
+    Response::json(
+        status,
+        format!(
+            r#"{{"error":{{"code":"{code}","message":"{}"}}}}"#,
+            json_escape(&e.to_string())
+        ),
+    )
 }
 
 /// Answers a request that did not arrive in time with 408 and closes.
@@ -463,6 +484,15 @@ fn route_inner(
     let method = req.method().to_string();
     if path.starts_with("/_cairn/") {
         *label = Cow::Borrowed(ENDPOINTS);
+    }
+    let read_only_endpoint = path == "/_cairn/health" || path == "/_cairn/metrics";
+    if read_only_endpoint && method != "GET" && method != "HEAD" {
+        let mut r = Response::error(
+            ErrorCode::MethodNotAllowed,
+            "this endpoint accepts GET and HEAD",
+        );
+        r.headers.push(("allow".into(), "GET, HEAD".into()));
+        return Ok(r);
     }
     match path {
         "/_cairn/health" => return Ok(health(shard)),
