@@ -6,7 +6,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::chunked::{Chunk, ChunkedDecoder};
 use super::conn::{ConnEvent, ConnState, TransitionError, transition};
 use super::error::{Error, Status};
-use super::head::{BodyKind, parse_request_head_located};
+use super::head::{BodyKind, parse_request_head_fast, parse_request_head_slow};
 use super::limits::Limits;
 use super::request::{Fields, Request};
 
@@ -152,10 +152,13 @@ impl RequestDecoder {
         if !self.trailers.is_empty() {
             self.trailers = Bytes::new();
         }
-        let located = match parse_request_head_located(buf, &self.limits) {
-            Ok(Status::Complete(located)) => located,
-            Ok(Status::Partial) => return Ok(None),
-            Err(e) => return Err(self.fail(e)),
+        let located = match parse_request_head_fast(buf, &self.limits) {
+            Some(located) => located,
+            None => match parse_request_head_slow(buf, &self.limits) {
+                Ok(Status::Complete(located)) => located,
+                Ok(Status::Partial) => return Ok(None),
+                Err(e) => return Err(self.fail(e)),
+            },
         };
         let head = located.head;
         // Offsets are kept as u32 (see `Request`); no head reaches 4 GiB
