@@ -6,7 +6,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::chunked::{Chunk, ChunkedDecoder};
 use super::conn::{ConnEvent, ConnState, TransitionError, transition};
 use super::error::{Error, Status};
-use super::head::{BodyKind, parse_request_head_located};
+use super::head::{BodyKind, parse_request_head_fast, parse_request_head_slow};
 use super::limits::Limits;
 use super::request::{Fields, Request};
 
@@ -123,26 +123,42 @@ impl RequestDecoder {
     }
 
     fn read_head(&mut self, buf: &mut BytesMut) -> Result<Event, Error> {
-        Ok(match self.read_request_head(buf)? {
+        Ok(match self.read_request_head::<true>(buf)? {
             Some(request) => Event::Head(request),
             None => Event::NeedData,
         })
     }
 
     /// Parses the next head, if it is all there, and starts its body.
+    /// `STREAMING` callers ([`next_event`](Self::next_event)) are owed an
+    /// `End` for a bodiless request; [`decode`](Self::decode) is not.
+    ///
+    /// Only called in `Idle` or `ReadingHead`, so the state moves are written
+    /// out here rather than looked up in the table per request (the table in
+    /// `conn.rs` still decides them: debug builds check every move against it).
     #[inline(always)]
-    fn read_request_head(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, Error> {
+    fn read_request_head<const STREAMING: bool>(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Request>, Error> {
         if buf.is_empty() {
             return Ok(None);
         }
-        self.step(ConnEvent::BytesArrived);
+        debug_assert_eq!(
+            transition(self.state, ConnEvent::BytesArrived),
+            Ok(ConnState::ReadingHead)
+        );
+        self.state = ConnState::ReadingHead;
         if !self.trailers.is_empty() {
             self.trailers = Bytes::new();
         }
-        let located = match parse_request_head_located(buf, &self.limits) {
-            Ok(Status::Complete(located)) => located,
-            Ok(Status::Partial) => return Ok(None),
-            Err(e) => return Err(self.fail(e)),
+        let located = match parse_request_head_fast(buf, &self.limits) {
+            Some(located) => located,
+            None => match parse_request_head_slow(buf, &self.limits) {
+                Ok(Status::Complete(located)) => located,
+                Ok(Status::Partial) => return Ok(None),
+                Err(e) => return Err(self.fail(e)),
+            },
         };
         let head = located.head;
         // Offsets are kept as u32 (see `Request`); no head reaches 4 GiB
@@ -174,15 +190,34 @@ impl RequestDecoder {
             chunked: kind == BodyKind::Chunked,
         };
         self.keep_alive = request.keep_alive;
-        self.body = match kind {
-            BodyKind::Empty | BodyKind::CloseDelimited => BodyProgress::None,
-            BodyKind::Length(n) => BodyProgress::Length(n),
-            BodyKind::Chunked => BodyProgress::Chunked(ChunkedDecoder::new(self.limits)),
+        // Every body ends with `body` back at `None` (see `read_body`,
+        // `decode` and `fail`), so a bodiless request writes nothing here.
+        debug_assert!(matches!(self.body, BodyProgress::None));
+        let has_body = match kind {
+            BodyKind::Empty | BodyKind::CloseDelimited => false,
+            BodyKind::Length(n) => {
+                self.body = BodyProgress::Length(n);
+                true
+            }
+            BodyKind::Chunked => {
+                self.body = BodyProgress::Chunked(ChunkedDecoder::new(self.limits));
+                true
+            }
         };
-        let has_body = !matches!(self.body, BodyProgress::None);
         self.continue_pending = request.expect_continue && has_body;
-        self.end_pending = !has_body;
-        self.step(ConnEvent::HeadComplete { body: has_body });
+        if STREAMING {
+            self.end_pending = !has_body;
+        }
+        let next = if has_body {
+            ConnState::ReadingBody
+        } else {
+            ConnState::AwaitingResponse
+        };
+        debug_assert_eq!(
+            transition(self.state, ConnEvent::HeadComplete { body: has_body }),
+            Ok(next)
+        );
+        self.state = next;
         Ok(Some(request))
     }
 
@@ -242,10 +277,9 @@ impl RequestDecoder {
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, Error> {
         // The common case, a bodiless request, without the event round trip.
         if matches!(self.state, ConnState::Idle | ConnState::ReadingHead) && !self.end_pending {
-            match self.read_request_head(buf)? {
+            match self.read_request_head::<false>(buf)? {
                 None => return Ok(None),
                 Some(request) if self.state == ConnState::AwaitingResponse => {
-                    self.end_pending = false;
                     return Ok(Some(request));
                 }
                 Some(request) => {
@@ -306,6 +340,26 @@ impl RequestDecoder {
     /// `keep_alive` is the server's wish; the connection stays open only if
     /// the request allowed it too. Errors mean no response was due (a bug).
     pub fn response_sent(&mut self, keep_alive: bool) -> Result<(), TransitionError> {
+        if self.state == ConnState::AwaitingResponse {
+            // The common case, written out (the table agrees: debug builds check).
+            let next = if keep_alive && self.keep_alive {
+                ConnState::Idle
+            } else {
+                ConnState::Closed
+            };
+            debug_assert_eq!(
+                transition(
+                    self.state,
+                    ConnEvent::ResponseSent {
+                        keep_alive: keep_alive && self.keep_alive
+                    }
+                ),
+                Ok(next)
+            );
+            self.state = next;
+            self.end_pending = false;
+            return Ok(());
+        }
         let event = ConnEvent::ResponseSent {
             keep_alive: keep_alive && self.keep_alive,
         };

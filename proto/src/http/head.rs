@@ -113,22 +113,31 @@ pub(crate) struct Located<'b> {
     pub(crate) line_len: usize,
 }
 
-/// [`parse_request_head`] for the owning decoder, with its own header
-/// storage: the fast path parses into uninitialised stack storage (httparse
-/// writes only the fields it finds), so a head costs no storage set-up.
+/// The owning decoder's fast path: [`parse_request_head`] with its own
+/// header storage, uninitialised (httparse writes only the fields it finds),
+/// so a head costs no storage set-up. `None` for anything but a complete,
+/// valid head within limits (see [`finish_fast`]); the caller then asks
+/// [`parse_request_head_slow`] for the verdict. Kept apart from the slow path
+/// so the common head is built in place, not copied between result types.
 #[inline(always)]
-pub(crate) fn parse_request_head_located<'b>(
+pub(crate) fn parse_request_head_fast<'b>(buf: &'b [u8], limits: &Limits) -> Option<Located<'b>> {
+    if limits.header_count_max > STACK_HEADERS {
+        return None;
+    }
+    let mut storage = [MaybeUninit::<httparse::Header<'b>>::uninit(); STACK_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let parsed = request.parse_with_uninit_headers(buf, &mut storage[..limits.header_count_max]);
+    finish_fast(buf, limits, parsed, &request)
+}
+
+/// Every head [`parse_request_head_fast`] declined: partial, faulty, unusual
+/// or parsed under a `header_count_max` above the stack storage.
+#[inline(never)]
+pub(crate) fn parse_request_head_slow<'b>(
     buf: &'b [u8],
     limits: &Limits,
 ) -> Result<Status<Located<'b>>, Error> {
     if limits.header_count_max <= STACK_HEADERS {
-        let mut storage = [MaybeUninit::<httparse::Header<'b>>::uninit(); STACK_HEADERS];
-        let mut request = httparse::Request::new(&mut []);
-        let parsed =
-            request.parse_with_uninit_headers(buf, &mut storage[..limits.header_count_max]);
-        if let Some(fast) = finish_fast(buf, limits, parsed, &request) {
-            return Ok(Status::Complete(fast));
-        }
         let mut storage = [httparse::EMPTY_HEADER; STACK_HEADERS];
         parse_reference(buf, limits, &mut storage)
     } else {
