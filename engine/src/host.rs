@@ -1047,7 +1047,7 @@ async fn run_object(
             Event::Alarm {
                 scheduled_ms,
                 attempt,
-            } => run_alarm(&host, &ctx, &mut instance, scheduled_ms, attempt).await,
+            } => Box::pin(run_alarm(&host, &ctx, &mut instance, scheduled_ms, attempt)).await,
             Event::WsMessage { socket, msg } => {
                 let outcome = Guarded {
                     fut: instance.websocket_message(&ctx, socket.id, msg),
