@@ -27,7 +27,7 @@ pub struct Config {
     /// An object with no event for this long is evicted from memory. Default 60000.
     pub idle_ms_evict: u64,
     /// Per-shard budget for objects in memory: each active object is charged its
-    /// runtime footprint (queue, task, bookkeeping; about 2.2 KiB) plus the state
+    /// runtime footprint (queue, task, bookkeeping; about 1.9 KiB) plus the state
     /// it reports; above it the least recently used idle objects are evicted. The
     /// storage index (every key of every object, in memory by design) is not
     /// under it: see docs/ARCHITECTURE.md, "Memory". Default 268435456 (256 MiB).

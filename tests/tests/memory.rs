@@ -24,7 +24,7 @@ const SHARDS: u32 = 2;
 /// Requests written before their responses are read, per connection.
 const PIPELINE: u64 = 32;
 /// Less than the runtime charges any active counter (its footprint, about
-/// 2.2 KiB, plus `object_overhead_bytes`, 256);
+/// 1.9 KiB, plus `object_overhead_bytes`, 256);
 /// used to bound the active count.
 const OBJECT_BYTES: u64 = 512;
 /// Allowance for the storage index per counter stored (every key stays in
