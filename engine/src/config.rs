@@ -26,8 +26,11 @@ pub struct Config {
     pub mailbox_depth_max: usize,
     /// An object with no event for this long is evicted from memory. Default 60000.
     pub idle_ms_evict: u64,
-    /// Per-shard budget for in-memory object state; above it the least recently
-    /// used idle objects are evicted. Default 268435456 (256 MiB).
+    /// Per-shard budget for objects in memory: each active object is charged its
+    /// runtime footprint (queue, task, bookkeeping; about 1.9 KiB) plus the state
+    /// it reports; above it the least recently used idle objects are evicted. The
+    /// storage index (every key of every object, in memory by design) is not
+    /// under it: see docs/ARCHITECTURE.md, "Memory". Default 268435456 (256 MiB).
     pub object_memory_bytes_max: u64,
     /// Largest request body accepted. Default 1048576 (1 MiB).
     pub body_bytes_max: usize,
@@ -165,7 +168,8 @@ const OPTIONS: &[OptSpec] = &[
     OptSpec {
         flag: "object-memory-bytes-max",
         env: "CAIRN_OBJECT_MEMORY_BYTES_MAX",
-        help: "per-shard object memory budget, LRU eviction above [default: 268435456]",
+        help: "per-shard budget for active objects (footprint + state; not the storage index), \
+               LRU eviction above [default: 268435456]",
     },
     OptSpec {
         flag: "body-bytes-max",

@@ -8,8 +8,9 @@
 //! # Input gate
 //!
 //! An object handles one event (request or alarm) at a time, in arrival
-//! order: each active object has one bounded FIFO queue
-//! (`object_queue_depth_max` events) drained by one runner task, which awaits
+//! order: each active object has one FIFO queue (`mailbox.rs`, at most
+//! `object_queue_depth_max` events, allocated only for the events it holds)
+//! drained by one runner task, which awaits
 //! each handler to completion before taking the next event. Two handlers of one
 //! object therefore never interleave, even though each may suspend. A full
 //! queue refuses the event at once with 503 `overloaded` rather than growing
@@ -47,6 +48,16 @@
 //! stderr), and the object's instance is dropped and re-created, so its
 //! in-memory state is reloaded from storage. Writes it made before panicking
 //! were already applied and stay. The shard lives on.
+//!
+//! # Memory budget
+//!
+//! Each active object is charged its footprint against
+//! `object_memory_bytes_max`: the runtime's own structures for it (the
+//! `Active` entry and its slot in the table, `ObjectState`, the queue and its
+//! current buffer, the runner task, the instance's box; sizes taken with
+//! `size_of`, plus `ALLOC_SLACK` per allocation), what the instance reports in
+//! `Object::memory_bytes`, and `object_overhead_bytes` (a configurable margin).
+//! The storage index is not in it: see docs/ARCHITECTURE.md, "Memory".
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
@@ -57,6 +68,8 @@ use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll};
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+
+use crate::mailbox::{self, MailboxRx, MailboxTx};
 
 use crate::context::{Context, META_ALARM, META_CLASS, META_NAME};
 use crate::id::{ObjectId, shard_of};
@@ -79,7 +92,8 @@ pub struct HostConfig {
     pub idle_ms_evict: u64,
     /// In-memory object budget; least recently used idle objects go first. Default 256 MiB.
     pub object_memory_bytes_max: u64,
-    /// Bytes charged per active object on top of its own `memory_bytes`. Default 1024.
+    /// Bytes charged per active object on top of its measured footprint (the
+    /// runtime's structures for it and its own `memory_bytes`). Default 256.
     pub object_overhead_bytes: u64,
     /// Largest user key. Default 2048.
     pub key_bytes_max: usize,
@@ -101,7 +115,7 @@ impl Default for HostConfig {
             object_queue_depth_max: 128,
             idle_ms_evict: 60_000,
             object_memory_bytes_max: 256 << 20,
-            object_overhead_bytes: 1024,
+            object_overhead_bytes: 256,
             key_bytes_max: 2048,
             batch_keys_max: 128,
             alarm_attempts_max: 6,
@@ -284,7 +298,9 @@ pub(crate) enum Event {
 
 struct Active {
     state: Rc<ObjectState>,
-    queue: LocalSender<Event>,
+    queue: MailboxTx<Event>,
+    /// Bytes of the runtime's fixed structures for this object (see `activate`).
+    fixed_bytes: u64,
     /// Events queued or running; the object is only evicted at zero.
     pending: Cell<usize>,
     last_used_ms: Cell<u64>,
@@ -545,6 +561,16 @@ impl ObjectHost {
     /// Objects currently in memory.
     pub fn active_count(&self) -> usize {
         self.inner.active.borrow().len()
+    }
+
+    /// Bytes charged against `object_memory_bytes_max`, over the objects in memory.
+    pub fn memory_bytes(&self) -> u64 {
+        self.inner
+            .active
+            .borrow()
+            .values()
+            .map(|a| a.memory_bytes.get())
+            .sum()
     }
 
     /// Evicts objects idle for `idle_ms_evict` as of `now_ms`, then least
@@ -876,33 +902,43 @@ impl HostInner {
                 active.last_used_ms.set((this.clock)());
                 Ok(())
             }
-            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(ev))) => {
-                Err(Box::new(ev))
-            }
-            Err(e) => panic!("object queue closed while the object is active: {e}"),
+            Err(ev) => Err(Box::new(ev)),
         }
     }
 
     fn activate(this: &Rc<HostInner>, target: Target, factory: ObjectFactory) -> Rc<Active> {
-        let (tx, rx) = local_channel::new_bounded(this.cfg.object_queue_depth_max);
+        let (tx, rx) = mailbox::mailbox(this.cfg.object_queue_depth_max);
         let state = Rc::new(ObjectState {
             target,
             last_ticket: RefCell::new(None),
             meta_written: Cell::new(false),
         });
-        let active = Rc::new(Active {
-            state: state.clone(),
-            queue: tx,
-            pending: Cell::new(0),
-            last_used_ms: Cell::new((this.clock)()),
-            memory_bytes: Cell::new(this.cfg.object_overhead_bytes),
+        let instance: Box<dyn Object> = factory();
+        let instance_bytes = std::mem::size_of_val(&*instance) as u64 + ALLOC_SLACK;
+        let active = Rc::new_cyclic(|weak: &std::rc::Weak<Active>| {
+            let runner = run_object(
+                this.clone(),
+                state.clone(),
+                weak.clone(),
+                rx,
+                instance,
+                factory,
+            );
+            let fixed_bytes = fixed_footprint(&state, &runner) + instance_bytes;
+            glommio::spawn_local(runner).detach();
+            Active {
+                state: state.clone(),
+                queue: tx,
+                fixed_bytes,
+                pending: Cell::new(0),
+                last_used_ms: Cell::new((this.clock)()),
+                memory_bytes: Cell::new(fixed_bytes + this.cfg.object_overhead_bytes),
+            }
         });
         this.active
             .borrow_mut()
             .insert(state.target.id, active.clone());
         this.metrics.borrow_mut().activations += 1;
-        let weak = Rc::downgrade(&active);
-        glommio::spawn_local(run_object(this.clone(), state, weak, rx, factory)).detach();
         active
     }
 
@@ -934,15 +970,39 @@ impl HostInner {
     }
 }
 
+/// Bytes the allocator adds to each allocation (header and rounding), as
+/// measured for glibc malloc on 64-bit: 8 bytes of header, 16-byte rounding.
+const ALLOC_SLACK: u64 = 16;
+
+/// The runtime's fixed cost of one active object, from the sizes of what
+/// `activate` allocates: the `Active` and `ObjectState` blocks (with their
+/// `Rc` counts), the queue's shared block, the runner task (its future plus
+/// the executor's task header, estimated at 128 bytes), and the entry in the
+/// shard's `active` table (id and pointer, over a load factor of 7/8).
+fn fixed_footprint<F: Future>(state: &ObjectState, runner: &F) -> u64 {
+    let rc = 2 * std::mem::size_of::<usize>();
+    let blocks = [
+        std::mem::size_of::<Active>() + rc,
+        std::mem::size_of::<ObjectState>() + rc,
+        state.target.class.len(),
+        state.target.name.as_ref().map_or(0, |n| n.len()),
+        mailbox::fixed_bytes::<Event>(),
+        std::mem::size_of_val(runner) + 128,
+    ];
+    let heap: u64 = blocks.iter().map(|b| *b as u64 + ALLOC_SLACK).sum();
+    let table = (std::mem::size_of::<(ObjectId, Rc<Active>)>() as u64 + 1) * 8 / 7;
+    heap + table
+}
+
 /// The runner: the input gate's single consumer for one object.
 async fn run_object(
     host: Rc<HostInner>,
     state: Rc<ObjectState>,
     active: std::rc::Weak<Active>,
-    rx: LocalReceiver<Event>,
+    rx: MailboxRx<Event>,
+    mut instance: Box<dyn Object>,
     factory: ObjectFactory,
 ) {
-    let mut instance: Box<dyn Object> = factory();
     while let Some(ev) = rx.recv().await {
         let ctx = Context {
             host: host.clone(),
@@ -984,10 +1044,12 @@ async fn run_object(
                     }
                 }
             }
+            // Boxed: inline, the alarm path's state would enlarge every
+            // object's runner (charged to the budget) by about 350 bytes.
             Event::Alarm {
                 scheduled_ms,
                 attempt,
-            } => run_alarm(&host, &ctx, &mut instance, scheduled_ms, attempt).await,
+            } => Box::pin(run_alarm(&host, &ctx, &mut instance, scheduled_ms, attempt)).await,
             Event::WsMessage { socket, msg } => {
                 let outcome = Guarded {
                     fut: instance.websocket_message(&ctx, socket.id, msg),
@@ -1042,8 +1104,12 @@ async fn run_object(
         if let Some(a) = active.upgrade() {
             a.pending.set(a.pending.get() - 1);
             a.last_used_ms.set((host.clock)());
-            a.memory_bytes
-                .set(host.cfg.object_overhead_bytes + instance.memory_bytes() as u64);
+            a.memory_bytes.set(
+                a.fixed_bytes
+                    + a.queue.heap_bytes() as u64
+                    + host.cfg.object_overhead_bytes
+                    + instance.memory_bytes() as u64,
+            );
         }
     }
 }

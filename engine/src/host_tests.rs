@@ -378,10 +378,22 @@ fn objects_with_uncommitted_writes_are_not_evicted() {
 #[test]
 fn memory_budget_evicts_least_recently_used_first() {
     run_local(async {
-        // Probe reports 1000 bytes; no overhead; room for two objects.
+        // Probe reports 1000 bytes; no overhead; room for two objects, each
+        // charged what one object is charged (its footprint plus 1000).
+        let probe = rig_with(
+            HostConfig {
+                object_overhead_bytes: 0,
+                ..HostConfig::default()
+            },
+            false,
+        )
+        .await;
+        call(&probe.host, "a", "GET", "/get").await;
+        let each = probe.host.memory_bytes();
+        assert!(each > 1000, "the footprint is charged on top: {each}");
         let cfg = HostConfig {
             object_overhead_bytes: 0,
-            object_memory_bytes_max: 2000,
+            object_memory_bytes_max: 2 * each + each / 2,
             ..HostConfig::default()
         };
         let r = rig_with(cfg, false).await;

@@ -39,6 +39,7 @@ pub mod fault_disk;
 pub mod host;
 pub mod http;
 pub mod id;
+mod mailbox;
 pub mod object;
 #[cfg(test)]
 mod power_loss_tests;

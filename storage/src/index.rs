@@ -223,10 +223,166 @@ impl std::fmt::Debug for Key {
     }
 }
 
+/// Keys an object may hold before its map turns from a sorted `Vec` into a `BTreeMap`.
+const SMALL_KEYS_MAX: usize = 16;
+
+/// One object's keys in order, mapped to their locations.
+///
+/// Most objects hold a handful of keys (a counter: its value and the engine's two meta keys).
+/// A `BTreeMap` allocates a whole leaf node (11 slots of key and location, about 720 bytes)
+/// for even one key, which at a million objects was most of the index's memory; a sorted
+/// `Vec` sized exactly holds them in 64 bytes a key. Past `SMALL_KEYS_MAX` keys the map
+/// becomes a `BTreeMap`, so inserts into large objects stay logarithmic.
+#[derive(Debug)]
+pub(crate) enum KeyMap {
+    /// Sorted by key, no duplicates, at most `SMALL_KEYS_MAX` entries, capacity = length.
+    Small(Vec<(Key, Loc)>),
+    /// More keys.
+    Large(BTreeMap<Key, Loc>),
+}
+
+impl Default for KeyMap {
+    fn default() -> Self {
+        KeyMap::Small(Vec::new())
+    }
+}
+
+impl KeyMap {
+    pub(crate) fn get(&self, key: &[u8]) -> Option<&Loc> {
+        match self {
+            KeyMap::Small(v) => v
+                .binary_search_by(|(k, _)| (**k).cmp(key))
+                .ok()
+                .map(|i| &v[i].1),
+            KeyMap::Large(m) => m.get(key),
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<&mut Loc> {
+        match self {
+            KeyMap::Small(v) => match v.binary_search_by(|(k, _)| (**k).cmp(key)) {
+                Ok(i) => Some(&mut v[i].1),
+                Err(_) => None,
+            },
+            KeyMap::Large(m) => m.get_mut(key),
+        }
+    }
+
+    /// Sets a key, returning the location it replaces.
+    pub(crate) fn insert(&mut self, key: &[u8], loc: Loc) -> Option<Loc> {
+        match self {
+            KeyMap::Small(v) => match v.binary_search_by(|(k, _)| (**k).cmp(key)) {
+                Ok(i) => Some(std::mem::replace(&mut v[i].1, loc)),
+                Err(i) if v.len() < SMALL_KEYS_MAX => {
+                    // Exact growth: small maps are the many, and each spare slot is 64 bytes.
+                    v.reserve_exact(1);
+                    v.insert(i, (Key::new(key), loc));
+                    None
+                }
+                Err(_) => {
+                    let mut m: BTreeMap<Key, Loc> = std::mem::take(v).into_iter().collect();
+                    m.insert(Key::new(key), loc);
+                    *self = KeyMap::Large(m);
+                    None
+                }
+            },
+            KeyMap::Large(m) => match m.get_mut(key) {
+                Some(slot) => Some(std::mem::replace(slot, loc)),
+                None => {
+                    m.insert(Key::new(key), loc);
+                    None
+                }
+            },
+        }
+    }
+
+    pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Loc> {
+        match self {
+            KeyMap::Small(v) => {
+                let i = v.binary_search_by(|(k, _)| (**k).cmp(key)).ok()?;
+                let (_, loc) = v.remove(i);
+                v.shrink_to_fit();
+                Some(loc)
+            }
+            KeyMap::Large(m) => m.remove(key),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        match self {
+            KeyMap::Small(v) => v.is_empty(),
+            KeyMap::Large(m) => m.is_empty(),
+        }
+    }
+
+    /// Entries in key order.
+    pub(crate) fn iter(&self) -> Iter<'_> {
+        self.range((Bound::Unbounded, Bound::Unbounded))
+    }
+
+    /// Entries with keys inside `bounds`, in key order. An inverted range is empty (where
+    /// `BTreeMap::range` would panic, callers answer it first).
+    pub(crate) fn range(&self, bounds: (Bound<&[u8]>, Bound<&[u8]>)) -> Iter<'_> {
+        match self {
+            KeyMap::Small(v) => {
+                let at = |b: Bound<&[u8]>, after_equal: bool, none: usize| match b {
+                    Bound::Included(x) => {
+                        v.partition_point(|(k, _)| if after_equal { **k <= *x } else { **k < *x })
+                    }
+                    Bound::Excluded(x) => {
+                        v.partition_point(|(k, _)| if after_equal { **k < *x } else { **k <= *x })
+                    }
+                    Bound::Unbounded => none,
+                };
+                let start = at(bounds.0, false, 0);
+                let end = at(bounds.1, true, v.len()).max(start);
+                Iter::Small(v[start..end].iter())
+            }
+            KeyMap::Large(m) => Iter::Large(m.range::<[u8], _>(bounds)),
+        }
+    }
+}
+
+impl IntoIterator for KeyMap {
+    type Item = (Key, Loc);
+    type IntoIter = std::vec::IntoIter<(Key, Loc)>;
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            KeyMap::Small(v) => v.into_iter(),
+            KeyMap::Large(m) => m.into_iter().collect::<Vec<_>>().into_iter(),
+        }
+    }
+}
+
+/// An iterator over a [`KeyMap`]'s entries.
+pub(crate) enum Iter<'a> {
+    Small(std::slice::Iter<'a, (Key, Loc)>),
+    Large(std::collections::btree_map::Range<'a, Key, Loc>),
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a Key, &'a Loc);
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Iter::Small(i) => i.next().map(|(k, l)| (k, l)),
+            Iter::Large(i) => i.next(),
+        }
+    }
+}
+
+impl DoubleEndedIterator for Iter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        match self {
+            Iter::Small(i) => i.next_back().map(|(k, l)| (k, l)),
+            Iter::Large(i) => i.next_back(),
+        }
+    }
+}
+
 /// Per-object ordered maps.
 #[derive(Default, Debug)]
 pub(crate) struct Index {
-    pub(crate) objects: BTreeMap<ObjectId, BTreeMap<Key, Loc>>,
+    pub(crate) objects: BTreeMap<ObjectId, KeyMap>,
 }
 
 impl Index {
@@ -236,14 +392,7 @@ impl Index {
 
     /// Sets a key, returning the location it replaces.
     pub(crate) fn put(&mut self, obj: &ObjectId, key: &[u8], loc: Loc) -> Option<Loc> {
-        let map = self.objects.entry(*obj).or_default();
-        match map.get_mut(key) {
-            Some(slot) => Some(std::mem::replace(slot, loc)),
-            None => {
-                map.insert(Key::new(key), loc);
-                None
-            }
-        }
+        self.objects.entry(*obj).or_default().insert(key, loc)
     }
 
     pub(crate) fn delete(&mut self, obj: &ObjectId, key: &[u8]) -> Option<Loc> {
@@ -255,7 +404,7 @@ impl Index {
         old
     }
 
-    pub(crate) fn delete_all(&mut self, obj: &ObjectId) -> Option<BTreeMap<Key, Loc>> {
+    pub(crate) fn delete_all(&mut self, obj: &ObjectId) -> Option<KeyMap> {
         self.objects.remove(obj)
     }
 
@@ -315,5 +464,85 @@ mod tests {
         keys.sort();
         let back: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
         assert_eq!(back, raw);
+    }
+
+    #[test]
+    fn key_map_matches_a_btree_map_small_and_large() {
+        // A small deterministic generator; keys from a small alphabet so puts overwrite,
+        // deletes hit, and maps cross SMALL_KEYS_MAX both ways.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let loc = |n: u64| Loc::Disk {
+            seg: n as u32,
+            off: n,
+            len: 1,
+        };
+        let seg = |l: Option<&Loc>| l.map(Loc::seg);
+        let mut ours = KeyMap::default();
+        let mut model: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        for step in 0..4000u64 {
+            let key = vec![b'a' + (next() % 40) as u8; 1 + (next() % 3) as usize];
+            if next() % 3 == 0 {
+                assert_eq!(
+                    seg(ours.remove(&key).as_ref()),
+                    model.remove(&key).map(|n| n as u32)
+                );
+            } else {
+                let old = model.insert(key.clone(), step);
+                assert_eq!(
+                    seg(ours.insert(&key, loc(step)).as_ref()),
+                    old.map(|n| n as u32)
+                );
+            }
+            assert_eq!(seg(ours.get(&key)), model.get(&key).map(|n| *n as u32));
+            let a = vec![b'a' + (next() % 40) as u8];
+            let b = vec![b'a' + (next() % 40) as u8];
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            let bounds = [
+                (Bound::Included(&lo[..]), Bound::Excluded(&hi[..])),
+                (Bound::Excluded(&lo[..]), Bound::Included(&hi[..])),
+                (Bound::Unbounded, Bound::Included(&hi[..])),
+                (Bound::Included(&lo[..]), Bound::Unbounded),
+            ];
+            for bd in bounds {
+                if matches!(bd, (Bound::Excluded(l), Bound::Included(h)) if l == h) {
+                    continue;
+                }
+                let got: Vec<Vec<u8>> = ours.range(bd).rev().map(|(k, _)| k.to_vec()).collect();
+                let want: Vec<Vec<u8>> = model
+                    .range::<[u8], _>(bd)
+                    .rev()
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                assert_eq!(got, want, "step {step} {bd:?}");
+            }
+        }
+        let all: Vec<Vec<u8>> = ours.into_iter().map(|(k, _)| k.to_vec()).collect();
+        assert_eq!(all, model.keys().cloned().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_small_object_costs_its_entries_not_a_tree_node() {
+        let mut m = KeyMap::default();
+        for k in [&b"v"[..], b"\0meta:class", b"\0meta:name"] {
+            m.insert(
+                k,
+                Loc::Disk {
+                    seg: 0,
+                    off: 0,
+                    len: 0,
+                },
+            );
+        }
+        let KeyMap::Small(v) = &m else {
+            panic!("three keys stay small")
+        };
+        assert_eq!(v.capacity(), 3, "sized exactly");
+        assert_eq!(std::mem::size_of::<(Key, Loc)>(), 64);
     }
 }

@@ -895,7 +895,7 @@ impl State {
     fn checkpoint(&self) -> checkpoint::Checkpoint {
         let mut entries = Vec::new();
         for (obj, map) in &self.index.objects {
-            for (k, l) in map {
+            for (k, l) in map.iter() {
                 let loc = match l {
                     // Not yet written: the checkpoint must record it as "after the tail" even
                     // though it is encoded after its group has become durable (and its record
@@ -973,7 +973,7 @@ impl State {
             return Vec::new();
         }
         let limit = o.limit.unwrap_or(usize::MAX);
-        let range = map.range::<[u8], _>((as_slice_bound(&lower), as_slice_bound(&upper)));
+        let range = map.range((as_slice_bound(&lower), as_slice_bound(&upper)));
         let pick = |(k, l): (&Key, &Loc)| (k.to_vec(), l.clone());
         if o.reverse {
             range.rev().take(limit).map(pick).collect()
@@ -1268,7 +1268,7 @@ pub(crate) mod internal {
         let st = inner.state().borrow();
         let mut out = Vec::new();
         for (obj, map) in &st.index.objects {
-            for (k, l) in map {
+            for (k, l) in map.iter() {
                 if l.seg() == seg {
                     out.push((*obj, k.to_vec(), l.clone()));
                 }

@@ -27,22 +27,28 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The path of the `cairn` binary, built once per test process.
+/// The path of the `cairn` binary, built once per test process (a release
+/// build if `CAIRN_TEST_RELEASE=1`, for measurements such as
+/// `scripts/memory-1m.sh --release`).
 pub fn cairn_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        let release = std::env::var("CAIRN_TEST_RELEASE").is_ok_and(|v| v == "1");
         let status = Command::new(env!("CARGO"))
             // `test-hooks`: the commit delay and the `testhooks` class the
             // acceptance tests drive (engine/src/test_hooks.rs).
             .args(["build", "--quiet", "-p", "cairn-engine", "--bin", "cairn"])
             .args(["--features", "cairn-engine/test-hooks"])
+            .args(release.then_some("--release"))
             .current_dir(repo_root())
             .status()
             .expect("run cargo build");
         assert!(status.success(), "building cairn failed");
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map_or_else(|| repo_root().join("target"), PathBuf::from);
-        target.join("debug").join("cairn")
+        target
+            .join(if release { "release" } else { "debug" })
+            .join("cairn")
     })
 }
 
