@@ -1,7 +1,8 @@
 //! Tests of WebSockets against the object runtime over a real loopback
 //! socket: the output gate holds a frame that follows a write until the write
-//! is durable, a failed commit never releases it, and broadcasts reach
-//! exactly the tagged sockets other than the sender.
+//! is durable, a failed commit never releases it, broadcasts reach
+//! exactly the tagged sockets other than the sender, and a consumer that
+//! falls behind is closed with 1008 (or dropped after the close grace).
 
 use std::rc::Rc;
 
@@ -21,8 +22,8 @@ use crate::ws::{Message, SocketId};
 
 /// Accepts every upgrade, tagged with its `tag` query parameter. A message
 /// `to:<tag>` is broadcast to the sockets with that tag except the sender,
-/// and the sender gets the count; any other message is written to storage
-/// and answered "stored".
+/// and the sender gets the count; `fill` is answered with 256 KiB of binary
+/// frames; any other message is written to storage and answered "stored".
 struct Writer;
 
 impl Object for Writer {
@@ -48,6 +49,13 @@ impl Object for Writer {
             return Box::pin(std::future::ready(()));
         };
         let ws = ctx.websockets();
+        if t == "fill" {
+            // A quarter MiB back; past the send buffer the socket is killed.
+            for _ in 0..4 {
+                let _ = ws.send_binary(socket, &[b'f'; 64 << 10]);
+            }
+            return Box::pin(std::future::ready(()));
+        }
         if let Some(tag) = t.strip_prefix("to:") {
             let n = ws.broadcast_text(&format!("for {tag}"), Some(tag), Some(socket));
             ws.send_text(socket, &format!("sent {n} of {}", ws.list(Some(tag)).len()))
@@ -144,18 +152,17 @@ async fn until_commit_started(verdicts: &CommitVerdicts) {
 }
 
 async fn rig() -> (ObjectHost, CommitVerdicts) {
+    rig_with(HostConfig::default()).await
+}
+
+async fn rig_with(config: HostConfig) -> (ObjectHost, CommitVerdicts) {
     let (path, verdicts) = ScriptedCommits::new();
     let store = Store::open(StoreOptions::default(), Rc::new(path))
         .await
         .unwrap();
     let mut classes = Classes::new();
     classes.register("writer", || Writer);
-    let host = ObjectHost::new(
-        HostConfig::default(),
-        classes,
-        store,
-        crate::host::system_clock(),
-    );
+    let host = ObjectHost::new(config, classes, store, crate::host::system_clock());
     (host, verdicts)
 }
 
@@ -212,5 +219,84 @@ fn broadcasts_reach_the_tagged_sockets_except_the_sender() {
         assert_eq!(text(next_event(&mut b, &mut cb).await), "sent 2 of 2");
         assert_eq!(text(next_event(&mut a1, &mut c1).await), "for a");
         assert_eq!(text(next_event(&mut a2, &mut c2).await), "for a");
+    });
+}
+
+#[test]
+fn a_consumer_killed_during_a_write_gets_its_1008_once_it_reads() {
+    run_local(async {
+        // A grace far longer than the test waits: the close must come from
+        // the writer seeing it queued, not from the grace running out.
+        let mut config = HostConfig::default();
+        config.ws.close_grace_ms = 60_000;
+        let (host, _verdicts) = rig_with(config).await;
+        let (mut client, mut conn) = connect(&host).await;
+        // Ask for far more than loopback buffers hold, reading nothing, so
+        // the socket is killed while the writer is blocked in a write.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while host.ws_metrics().slow_consumer_closes == 0 {
+            assert!(std::time::Instant::now() < deadline, "never killed");
+            send_text(&mut client, &mut conn, "fill").await;
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // Now read: what was being written arrives, then the 1008 close.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no close frame after the killed socket's write finished"
+            );
+            match next_event(&mut client, &mut conn).await {
+                Some(Event::Close(Some(f))) => {
+                    assert_eq!(f.code, 1008);
+                    break;
+                }
+                Some(Event::Binary(_)) | None => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+}
+
+#[test]
+fn a_consumer_that_never_reads_is_dropped_after_the_close_grace() {
+    run_local(async {
+        let mut config = HostConfig::default();
+        config.ws.close_grace_ms = 200;
+        let (host, _verdicts) = rig_with(config).await;
+        let (mut client, mut conn) = connect(&host).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while host.ws_metrics().slow_consumer_closes == 0 {
+            assert!(std::time::Instant::now() < deadline, "never killed");
+            send_text(&mut client, &mut conn, "fill").await;
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // Reading nothing, the socket leaves the table once the grace is over.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !host.open_sockets_by_class().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the killed socket is still open"
+            );
+            glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // The connection is over: reading ends in EOF or a reset, not a wait.
+        let mut buf = vec![0u8; 1 << 16];
+        let ended = or(
+            async {
+                loop {
+                    match client.read(&mut buf).await {
+                        Ok(0) | Err(_) => return true,
+                        Ok(_) => {}
+                    }
+                }
+            },
+            async {
+                glommio::timer::sleep(std::time::Duration::from_secs(20)).await;
+                false
+            },
+        )
+        .await;
+        assert!(ended, "the connection stayed open");
     });
 }

@@ -55,6 +55,8 @@ struct Shared {
     close_event_queued: bool,
     /// Events waiting for room in the object's queue, in order.
     held: VecDeque<HostEvent>,
+    /// A write was given up with bytes unsent: reset the connection.
+    abort: bool,
 }
 
 impl Shared {
@@ -87,6 +89,7 @@ pub(crate) async fn run(
         end: None,
         close_event_queued: false,
         held: VecDeque::new(),
+        abort: false,
     });
     // SAFETY: `stream` owns an open descriptor; dup returns a new one or -1.
     let dup = unsafe { libc::dup(stream.as_raw_fd()) };
@@ -106,8 +109,40 @@ pub(crate) async fn run(
     // The connection is over: flush a failure close if one is pending (bounded),
     // close TCP first (RFC 6455 §7.1.1), then make sure the object hears of it.
     let tail = sh.borrow_mut().conn.take_output();
-    if !tail.is_empty() {
-        let _ = write_bounded(&mut reader_stream, &tail, &e, &wake, grace).await;
+    if !tail.is_empty() && !sh.borrow().abort {
+        // Bounded whether or not the socket was killed: a peer that does not
+        // read must not keep the task (and its buffers) alive.
+        let timed_out = or(
+            async {
+                let _ = reader_stream.write_all(&tail).await;
+                false
+            },
+            async {
+                glommio::timer::sleep(grace).await;
+                true
+            },
+        )
+        .await;
+        sh.borrow_mut().abort |= timed_out;
+    }
+    if sh.borrow().abort {
+        // Unsent bytes are stuck behind a peer that does not read: reset the
+        // connection instead of leaving the kernel to hold them for minutes.
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: the descriptor is open; `linger` is a valid `struct linger`
+        // and the length passed is its size.
+        unsafe {
+            libc::setsockopt(
+                reader_stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
     }
     let _ = reader_stream.shutdown(std::net::Shutdown::Write).await;
     drop(reader_stream);
@@ -343,7 +378,7 @@ async fn writer(
                         {
                             wbuf.extend(s.conn.take_output());
                             s.close_sent = true;
-                            deadline = Some(Instant::now() + grace);
+                            deadline = Some(e.killed_at.get().unwrap_or_else(Instant::now) + grace);
                         }
                     }
                     Out::EchoClose => {
@@ -361,10 +396,19 @@ async fn writer(
             let ok = write_bounded(stream, &wbuf, e, wake, grace).await;
             host.sockets.metrics.borrow_mut().bytes_out += wbuf.len() as u64;
             wbuf.clear();
-            if !ok {
-                sh.borrow_mut().finish(1006, "write failed or timed out");
+            if ok != Written::All {
+                let mut s = sh.borrow_mut();
+                s.abort = ok == Written::TimedOut;
+                s.finish(1006, "write failed or timed out");
                 return;
             }
+            if done || sh.borrow().end.is_some() {
+                return;
+            }
+            // Look at the queue again before waiting: `write_bounded` takes
+            // wake-ups while it writes, so what was queued meanwhile (the
+            // slow-consumer close above all) may have no wake-up left.
+            continue;
         }
         if done || sh.borrow().end.is_some() {
             return;
@@ -444,23 +488,43 @@ fn on_message(
     });
 }
 
-/// Writes `buf`; false if the write fails, or if the socket is closed as a
-/// slow consumer and the write does not finish within `grace`.
+/// How a bounded write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    All,
+    Failed,
+    /// The socket was closed as a slow consumer and `close_grace_ms` passed.
+    TimedOut,
+}
+
+/// Writes `buf`, giving up `grace` after the socket is closed as a slow
+/// consumer. It consumes wake-ups while it waits for the kill, so the caller
+/// must look at the queue again afterwards.
 async fn write_bounded(
     stream: &mut TcpStream,
     buf: &[u8],
     e: &SocketEntry,
     wake: &LocalReceiver<()>,
     grace: Duration,
-) -> bool {
-    or(async { stream.write_all(buf).await.is_ok() }, async {
-        while !e.killed.get() {
-            if wake.recv().await.is_none() {
-                break;
+) -> Written {
+    or(
+        async {
+            match stream.write_all(buf).await {
+                Ok(()) => Written::All,
+                Err(_) => Written::Failed,
             }
-        }
-        glommio::timer::sleep(grace).await;
-        false
-    })
+        },
+        async {
+            while !e.killed.get() {
+                if wake.recv().await.is_none() {
+                    // Nothing can wake us any more: the write alone decides.
+                    return pending().await;
+                }
+            }
+            let end = e.killed_at.get().unwrap_or_else(Instant::now) + grace;
+            glommio::timer::sleep(end.saturating_duration_since(Instant::now())).await;
+            Written::TimedOut
+        },
+    )
     .await
 }

@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
@@ -118,6 +119,8 @@ pub(crate) struct SocketEntry {
     /// Set when the socket overflowed its send buffer; the task gives its
     /// current write `close_grace_ms` and then drops the connection.
     pub(crate) killed: Cell<bool>,
+    /// When `killed` was set: the connection is dropped `close_grace_ms` later.
+    pub(crate) killed_at: Cell<Option<Instant>>,
     wake: LocalSender<()>,
     pub(crate) wake_rx: RefCell<Option<LocalReceiver<()>>>,
 }
@@ -185,6 +188,7 @@ impl SocketTable {
             queued_bytes: Cell::new(0),
             state: Cell::new(SockState::Pending),
             killed: Cell::new(false),
+            killed_at: Cell::new(None),
             wake: tx,
             wake_rx: RefCell::new(Some(rx)),
         });
@@ -298,6 +302,7 @@ impl SocketTable {
         if e.killed.replace(true) {
             return;
         }
+        e.killed_at.set(Some(Instant::now()));
         e.queue.borrow_mut().clear();
         e.queued_bytes.set(0);
         e.queue.borrow_mut().push_back(Out::Close {
