@@ -136,11 +136,21 @@ fn start_and_wait_healthy(dir: &std::path::Path, shards: u32) -> (Server, Durati
                 return (server, last);
             }
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "not every shard answered health: {ready:?}"
-        );
+        if t0.elapsed() > Duration::from_secs(60) {
+            hold_for_inspection(server.addr);
+            panic!("not every shard answered health within 60 s: {ready:?}");
+        }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// With `CAIRN_SOAK_HOLD_ON_FAILURE=<secs>`, keeps the server up that long
+/// before the test fails (and kills it), to inspect it by hand.
+fn hold_for_inspection(addr: std::net::SocketAddr) {
+    if let Ok(secs) = std::env::var("CAIRN_SOAK_HOLD_ON_FAILURE").map(|v| v.parse().unwrap_or(300))
+    {
+        eprintln!("holding the server at {addr} for {secs}s for inspection");
+        std::thread::sleep(Duration::from_secs(secs));
     }
 }
 
@@ -184,12 +194,7 @@ fn list(conn: &mut Conn, obj: &str, prefix: &str) -> HashMap<String, String> {
                 .and_then(|mut c| c.request("GET", &path, b""));
             let health = Conn::connect(addr, Duration::from_secs(10))
                 .and_then(|mut c| c.request("GET", "/_cairn/health", b""));
-            if let Ok(secs) =
-                std::env::var("CAIRN_SOAK_HOLD_ON_FAILURE").map(|v| v.parse().unwrap_or(300))
-            {
-                eprintln!("holding the server at {addr} for {secs}s for inspection");
-                std::thread::sleep(Duration::from_secs(secs));
-            }
+            hold_for_inspection(addr);
             panic!(
                 "GET {path} after restart: {e} after {waited:?} (request {} on its connection); \
                  again on a fresh connection: {:?}; health: {:?}; {}",
