@@ -19,8 +19,8 @@
 //! **Limits (what a slow or idle client may hold):** a request head must
 //! arrive within `header_timeout_ms` of its first byte, its body within
 //! `body_timeout_ms` of the head's end (else 408 and close); a keep-alive
-//! connection with no byte of a next request is closed after
-//! `keepalive_timeout_ms`; each response write must progress within
+//! connection with no byte of a next request is closed
+//! `keepalive_timeout_ms` after its last response; each response write must progress within
 //! `write_timeout_ms`. The read buffer holds at most one request head
 //! (`header_bytes_max`) and body (`body_bytes_max`) plus one read (16 KiB);
 //! no new bytes are read while a full pipeline is outstanding. A shard keeps
@@ -315,6 +315,12 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
             }
             if stream.write_all(&out).await.is_err() || close {
                 return;
+            }
+            if buf.is_empty() && dec.state() == ConnState::Idle {
+                // Idle again: the keep-alive deadline runs from the end of
+                // this response, not from the first byte of the request
+                // (the state stayed Idle when it arrived in one read).
+                phase = (ConnState::Idle, Instant::now());
             }
             continue;
         }

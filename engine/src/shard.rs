@@ -391,6 +391,40 @@ impl ServerHandle {
     }
 }
 
+/// Keeps the executor it runs on awake while the mailbox mesh connects.
+///
+/// glommio 0.9's `shared_channel` connect only records this side's executor
+/// in the channel and then waits for the peer's; it never wakes the peer.
+/// A waiting side re-checks only when its own executor loops, so an executor
+/// that went to sleep (no timer, no I/O) before its peer connected slept for
+/// good: seen as a shard that never bound its listener (and an `EngineClient`
+/// gateway that never came up) after a restart under load. A short timer
+/// loop makes every executor re-check until its side of the mesh is up.
+struct ConnectTicker(Rc<Cell<bool>>);
+
+/// How often an executor re-checks the mesh while connecting it.
+const CONNECT_TICK_MS: u64 = 2;
+
+impl ConnectTicker {
+    fn start() -> ConnectTicker {
+        let connecting = Rc::new(Cell::new(true));
+        let flag = connecting.clone();
+        glommio::spawn_local(async move {
+            while flag.get() {
+                glommio::timer::sleep(Duration::from_millis(CONNECT_TICK_MS)).await;
+            }
+        })
+        .detach();
+        ConnectTicker(connecting)
+    }
+}
+
+impl Drop for ConnectTicker {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 /// How often a shard checks the stop flag. Not on the request path.
 const STOP_POLL_MS: u64 = 20;
 
@@ -467,6 +501,7 @@ async fn run_gateway(
     calls: std::sync::mpsc::Receiver<GatewayCall>,
     stopping: Arc<AtomicBool>,
 ) {
+    let ticker = ConnectTicker::start();
     let receivers: Vec<_> = boxes
         .from
         .into_iter()
@@ -504,6 +539,7 @@ async fn run_gateway(
         })
         .detach();
     }
+    drop(ticker);
     let mut calls = calls;
     loop {
         let (back, got) = glommio::executor()
@@ -603,7 +639,9 @@ async fn run_shard(
 
     // Connecting a sender waits for its receiver to connect on the peer shard,
     // so every receiver connects in its own task first; connecting in sequence
-    // would deadlock the mesh.
+    // would deadlock the mesh. The ticker keeps this executor polling until
+    // the mesh is connected (see `ConnectTicker`).
+    let ticker = ConnectTicker::start();
     let receivers: Vec<_> = boxes
         .from
         .into_iter()
@@ -637,6 +675,7 @@ async fn run_shard(
         })
         .detach();
     }
+    drop(ticker);
     glommio::spawn_local(host.clone().run_timers()).detach();
 
     let in_flight = Rc::new(Cell::new(0));

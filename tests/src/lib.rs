@@ -368,6 +368,8 @@ pub fn parse_response(buf: &[u8]) -> Option<(HttpResponse, usize)> {
 pub struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// Requests sent on this connection so far.
+    sent: u64,
 }
 
 impl Conn {
@@ -380,7 +382,14 @@ impl Conn {
         Ok(Conn {
             stream,
             buf: Vec::new(),
+            sent: 0,
         })
+    }
+
+    /// How many requests were sent on this connection (a failure message
+    /// can say whether the connection had worked before).
+    pub fn requests(&self) -> u64 {
+        self.sent
     }
 
     /// The server's address.
@@ -404,6 +413,7 @@ impl Conn {
         )
         .into_bytes();
         raw.extend_from_slice(body);
+        self.sent += 1;
         self.stream.write_all(&raw)?;
         loop {
             if let Some((resp, used)) = parse_response(&self.buf) {

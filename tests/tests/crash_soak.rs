@@ -111,44 +111,97 @@ fn writer(addr: std::net::SocketAddr, cycle: u64, w: usize, stop: &AtomicBool) -
     acked
 }
 
-/// Starts the server on `dir` and returns it with the time until health answered OK.
+/// Starts the server on `dir` and returns it with the time until every shard
+/// answered health OK. Each shard accepts on the shared port (`SO_REUSEPORT`),
+/// so one shard answering says nothing of the others: fresh connections are
+/// made until every shard has answered (the body names the shard).
 fn start_and_wait_healthy(dir: &std::path::Path, shards: u32) -> (Server, Duration) {
     let t0 = Instant::now();
     let server = Server::start_in(dir, shards).expect("cairn restarts after kill -9");
+    let mut ready: Vec<Option<Duration>> = vec![None; shards as usize];
     loop {
         if let Ok(mut c) = Conn::connect(server.addr, Duration::from_secs(5))
             && let Ok(r) = c.request("GET", "/_cairn/health", b"")
             && r.status == 200
         {
-            return (server, t0.elapsed());
+            let v: serde_json::Value = serde_json::from_slice(&r.body).expect("health JSON");
+            let shard = v["shard"].as_u64().expect("health names its shard") as usize;
+            ready[shard].get_or_insert(t0.elapsed());
+            if ready.iter().all(Option::is_some) {
+                let first = ready.iter().flatten().min().copied().unwrap_or_default();
+                let last = ready.iter().flatten().max().copied().unwrap_or_default();
+                if last - first > Duration::from_secs(1) {
+                    eprintln!("shards became healthy at {ready:?} after start");
+                }
+                return (server, last);
+            }
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "health never OK");
+        if t0.elapsed() > Duration::from_secs(60) {
+            hold_for_inspection(server.addr);
+            panic!("not every shard answered health within 60 s: {ready:?}");
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// With `CAIRN_SOAK_HOLD_ON_FAILURE=<secs>`, keeps the server up that long
+/// before the test fails (and kills it), to inspect it by hand.
+fn hold_for_inspection(addr: std::net::SocketAddr) {
+    if let Ok(secs) = std::env::var("CAIRN_SOAK_HOLD_ON_FAILURE").map(|v| v.parse().unwrap_or(300))
+    {
+        eprintln!("holding the server at {addr} for {secs}s for inspection");
+        std::thread::sleep(Duration::from_secs(secs));
+    }
+}
+
+/// Health from a few fresh connections (which land on any shard), and the
+/// per-shard queue gauges, for a failure message.
+fn server_state(addr: std::net::SocketAddr) -> String {
+    let mut out = String::new();
+    for _ in 0..4 {
+        let t0 = Instant::now();
+        let r = Conn::connect(addr, Duration::from_secs(10))
+            .and_then(|mut c| c.request("GET", "/_cairn/health", b""));
+        out += &format!("health {:?} in {:?}; ", r.map(|r| r.text()), t0.elapsed());
+    }
+    if let Ok(r) = Conn::connect(addr, Duration::from_secs(10))
+        .and_then(|mut c| c.request("GET", "/_cairn/metrics", b""))
+    {
+        for line in r.text().lines() {
+            if line.starts_with("cairn_queued_events{")
+                || line.starts_with("cairn_forwarded_total{")
+                || line.starts_with("cairn_requests_total{")
+            {
+                out += line;
+                out += "; ";
+            }
+        }
+    }
+    out
 }
 
 /// Lists the keys of `obj` that start with `prefix`, as (key, value) strings.
 fn list(conn: &mut Conn, obj: &str, prefix: &str) -> HashMap<String, String> {
     let path = format!("/kv/{obj}/keys?prefix={prefix}");
+    let t0 = Instant::now();
     let r = match conn.request("GET", &path, b"") {
         Ok(r) => r,
         Err(e) => {
+            let waited = t0.elapsed();
             // Say whether the server is stuck or only this connection is.
             let addr = conn.peer_addr();
             let fresh = Conn::connect(addr, Duration::from_secs(10))
                 .and_then(|mut c| c.request("GET", &path, b""));
             let health = Conn::connect(addr, Duration::from_secs(10))
                 .and_then(|mut c| c.request("GET", "/_cairn/health", b""));
-            if let Ok(secs) =
-                std::env::var("CAIRN_SOAK_HOLD_ON_FAILURE").map(|v| v.parse().unwrap_or(300))
-            {
-                eprintln!("holding the server at {addr} for {secs}s for inspection");
-                std::thread::sleep(Duration::from_secs(secs));
-            }
+            hold_for_inspection(addr);
             panic!(
-                "GET {path} after restart: {e}; again on a fresh connection: {:?}; health: {:?}",
+                "GET {path} after restart: {e} after {waited:?} (request {} on its connection); \
+                 again on a fresh connection: {:?}; health: {:?}; {}",
+                conn.requests(),
                 fresh.map(|r| r.status),
-                health.map(|r| r.status)
+                health.map(|r| r.status),
+                server_state(addr)
             );
         }
     };

@@ -114,3 +114,29 @@ fn connections_past_the_limit_get_503_with_retry_after_and_the_limit_frees_up() 
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_keep_alive_connection_in_use_outlives_the_keepalive_timeout() {
+    // The idle deadline runs from the end of the last response: neither a
+    // request slower than the timeout nor steady use past it closes the connection.
+    let s = Server::start_with(2, &["--keepalive-timeout-ms", "300"]);
+    let mut c = cairn_tests::Conn::connect(s.addr, Duration::from_secs(20)).expect("connect");
+    let r = c
+        .request("GET", "/testhooks/slow/sleep?ms=700", b"")
+        .expect("a slow request on a keep-alive connection");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = c
+        .request("GET", "/counter/a", b"")
+        .expect("the connection is still open right after a slow response");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_millis(1200) {
+        n += 1;
+        let r = c
+            .request("GET", &format!("/counter/k{}", n % 7), b"")
+            .unwrap_or_else(|e| panic!("request {n} after {:?}: {e}", started.elapsed()));
+        assert_eq!(r.status, 200, "{}", r.text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
