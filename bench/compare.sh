@@ -132,7 +132,7 @@ run_loadgen_ws() { # name args...: WebSocket mode (options after `ws`)
 }
 ws_status() { # port path: the status line's code of a WebSocket upgrade, or nothing
   timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 0
-    printf "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n%s\r\n\r\n" \
+    printf "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n%b\r\n\r\n" \
       "$2" "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==" >&3
     head -c 12 <&3' _ "$1" "$2" 2>/dev/null | awk '{ print $2 }' || true
 }
