@@ -285,24 +285,14 @@ impl Drop for Server {
     }
 }
 
-/// One keep-alive HTTP/1.1 connection to a server.
-pub struct Client {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
+/// One keep-alive HTTP/1.1 connection to a server: a [`Conn`] that panics
+/// if it cannot connect, with [`STARTUP_TIMEOUT`] for its I/O.
+pub struct Client(Conn);
 
 impl Client {
     /// Connects to `addr`; reads time out after [`STARTUP_TIMEOUT`].
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(STARTUP_TIMEOUT))
-            .expect("timeout");
-        let _ = stream.set_nodelay(true);
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
+        Client(Conn::connect(addr, STARTUP_TIMEOUT).expect("connect"))
     }
 
     /// Sends one request and reads its response. `Err` if the connection
@@ -313,25 +303,7 @@ impl Client {
         path: &str,
         body: &[u8],
     ) -> std::io::Result<HttpResponse> {
-        let mut raw = format!(
-            "{method} {path} HTTP/1.1\r\nHost: cairn\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        raw.extend_from_slice(body);
-        self.stream.write_all(&raw)?;
-        loop {
-            if let Some((resp, used)) = parse_response(&self.buf) {
-                self.buf.drain(..used);
-                return Ok(resp);
-            }
-            let mut chunk = [0u8; 8192];
-            let k = self.stream.read(&mut chunk)?;
-            if k == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            self.buf.extend_from_slice(&chunk[..k]);
-        }
+        self.0.request(method, path, body)
     }
 }
 
