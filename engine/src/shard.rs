@@ -29,7 +29,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
+use glommio::channels::shared_channel::{
+    self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
@@ -489,24 +491,24 @@ pub fn start(
     })
 }
 
-/// How long the gateway waits for a call before checking the stop flag.
-const GATEWAY_POLL_MS: u64 = 50;
-
-/// The gateway: takes calls from [`EngineClient`]s (through a blocking
-/// `std` channel, waited on in glommio's blocking-thread pool so the
-/// executor never blocks) and forwards each to its owning shard by mail.
-async fn run_gateway(
-    shards: u32,
+/// Connects this executor's ends of the mailbox mesh (a shard's or the
+/// gateway's) and returns its router and each peer's receiver.
+///
+/// Connecting a sender waits for its receiver to connect on the peer, so
+/// every receiver connects in its own task first; connecting in sequence
+/// would deadlock the mesh. The ticker keeps this executor polling until the
+/// mesh is connected (see [`ConnectTicker`]).
+async fn connect_mesh(
     boxes: ForeignMailboxes,
-    calls: std::sync::mpsc::Receiver<GatewayCall>,
-    stopping: Arc<AtomicBool>,
-) {
+    shards: u32,
+    stopping: &Arc<AtomicBool>,
+) -> (Rc<MailboxRouter>, Vec<(usize, ConnectedReceiver<Mail>)>) {
     let ticker = ConnectTicker::start();
     let receivers: Vec<_> = boxes
         .from
         .into_iter()
-        .flatten()
-        .map(|rx| glommio::spawn_local(rx.connect()))
+        .enumerate()
+        .filter_map(|(peer, rx)| rx.map(|rx| (peer, glommio::spawn_local(rx.connect()))))
         .collect();
     let mut to = Vec::new();
     for tx in boxes.to {
@@ -524,8 +526,28 @@ async fn run_gateway(
         serving: Rc::new(Cell::new(0)),
         stopping: stopping.clone(),
     });
-    for rx in receivers {
-        let rx = rx.await;
+    let mut connected = Vec::with_capacity(receivers.len());
+    for (peer, rx) in receivers {
+        connected.push((peer, rx.await));
+    }
+    drop(ticker);
+    (router, connected)
+}
+
+/// How long the gateway waits for a call before checking the stop flag.
+const GATEWAY_POLL_MS: u64 = 50;
+
+/// The gateway: takes calls from [`EngineClient`]s (through a blocking
+/// `std` channel, waited on in glommio's blocking-thread pool so the
+/// executor never blocks) and forwards each to its owning shard by mail.
+async fn run_gateway(
+    shards: u32,
+    boxes: ForeignMailboxes,
+    calls: std::sync::mpsc::Receiver<GatewayCall>,
+    stopping: Arc<AtomicBool>,
+) {
+    let (router, receivers) = connect_mesh(boxes, shards, &stopping).await;
+    for (_, rx) in receivers {
         let router = router.clone();
         glommio::spawn_local(async move {
             while let Some(mail) = rx.recv().await {
@@ -539,7 +561,6 @@ async fn run_gateway(
         })
         .detach();
     }
-    drop(ticker);
     let mut calls = calls;
     loop {
         let (back, got) = glommio::executor()
@@ -637,36 +658,9 @@ async fn run_shard(
     let host = ObjectHost::new(host_cfg, classes, store, system_clock());
     host.recover_alarms().await;
 
-    // Connecting a sender waits for its receiver to connect on the peer shard,
-    // so every receiver connects in its own task first; connecting in sequence
-    // would deadlock the mesh. The ticker keeps this executor polling until
-    // the mesh is connected (see `ConnectTicker`).
-    let ticker = ConnectTicker::start();
-    let receivers: Vec<_> = boxes
-        .from
-        .into_iter()
-        .enumerate()
-        .filter_map(|(peer, rx)| rx.map(|rx| (peer, glommio::spawn_local(rx.connect()))))
-        .collect();
-    let mut to = Vec::new();
-    for tx in boxes.to {
-        to.push(match tx {
-            Some(tx) => Some(Rc::new(tx.connect().await)),
-            None => None,
-        });
-    }
-    let router = Rc::new(MailboxRouter {
-        to,
-        shards: config.shards,
-        pending: RefCell::new(HashMap::new()),
-        next_corr: Cell::new(0),
-        gathering: RefCell::new(HashMap::new()),
-        serving: Rc::new(Cell::new(0)),
-        stopping: stopping.clone(),
-    });
+    let (router, receivers) = connect_mesh(boxes, config.shards, &stopping).await;
     host.set_forwarder(router.clone());
     for (peer, rx) in receivers {
-        let rx = rx.await;
         let (host, router) = (host.clone(), router.clone());
         glommio::spawn_local(async move {
             while let Some(mail) = rx.recv().await {
@@ -675,7 +669,6 @@ async fn run_shard(
         })
         .detach();
     }
-    drop(ticker);
     glommio::spawn_local(host.clone().run_timers()).detach();
 
     let in_flight = Rc::new(Cell::new(0));
