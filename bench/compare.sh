@@ -2,8 +2,9 @@
 # The standard comparison, in one invocation (about 4 minutes of runs, builds aside):
 #   1. the load generator against wrk: nginx (one worker, static 200) under `wrk -t1` and under
 #      cairn-loadgen (closed loop, same connections, same core, alternating REPEAT times) at
-#      READ_CONNS, req/s and CPU per response; latency at a
-#      moderate connection count (MODERATE_CONNS); cairn-loadgen open loop at half of wrk's rate;
+#      READ_CONNS, req/s and CPU per response; latency at moderate load (MODERATE_CONNS
+#      connections, each pausing MODERATE_THINK_MS after every response: wrk's delay() against
+#      cairn-loadgen's --think-time); cairn-loadgen open loop at half of wrk's rate;
 #   2. Cairn against nginx on reads: GET /counter/x on `cairn --shards 1 --pin` at READ_CONNS,
 #      each beside the nginx row of the same load generator and connection count;
 #   3. Cairn durable writes: POST /counter/w{key}/increment over WRITE_KEYS keys;
@@ -14,17 +15,17 @@
 # compare.sh markers.
 #
 # Usage: bench/compare.sh            (as root on a fresh machine: installs nginx, wrk, jq via apt)
-# Knobs (environment): DURATION=5s WARMUP=1s READ_CONNS="16 64 256" MODERATE_CONNS=4 REPEAT=2
-#                      MODERATE_REPEAT=3
+# Knobs (environment): DURATION=5s WARMUP=1s READ_CONNS="16 64 256" MODERATE_CONNS=1 REPEAT=2
+#                      MODERATE_REPEAT=5 MODERATE_THINK_MS=1
 #                      WRITE_CONNS=64 WRITE_KEYS=10000 SERVER_CPU=0 LOAD_CPU=1 PORT=18480
 #                      CAIRN_PORT=18490 CAIRN_ARGS="..." (replaces the default cairn arguments)
 #                      NO_DOC=1 (print only) OUT=path/to/BENCHMARKS.md
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DURATION="${DURATION:-5s}"; WARMUP="${WARMUP:-1s}"
-READ_CONNS="${READ_CONNS:-16 64 256}"; MODERATE_CONNS="${MODERATE_CONNS:-4}"
+READ_CONNS="${READ_CONNS:-16 64 256}"; MODERATE_CONNS="${MODERATE_CONNS:-1}"
 WRITE_CONNS="${WRITE_CONNS:-64}"; WRITE_KEYS="${WRITE_KEYS:-10000}"; REPEAT="${REPEAT:-2}"
-MODERATE_REPEAT="${MODERATE_REPEAT:-3}"
+MODERATE_REPEAT="${MODERATE_REPEAT:-5}"; MODERATE_THINK_MS="${MODERATE_THINK_MS:-1}"
 SERVER_CPU="${SERVER_CPU:-0}"; LOAD_CPU="${LOAD_CPU:-1}"
 PORT="${PORT:-18480}"; CAIRN_PORT="${CAIRN_PORT:-18490}"
 OUT="${OUT:-$ROOT/docs/BENCHMARKS.md}"
@@ -97,10 +98,10 @@ to_us() { # 12.34us | 1.20ms | 2.00s -> microseconds
 # Each runner prints "rps p50 p99 p999 errors cpu [p90]" with latencies in microseconds and cpu the
 # load generator's own CPU time (user + system) per response, in microseconds (p90: wrk only).
 TIMEFORMAT='%U %S'
-run_wrk() { # url conns
-  local out
-  out="$( { time timeout "$BOUND_S" taskset -c "$LOAD_CPU" wrk -t1 -c"$2" -d"$DURATION" --latency "$1" \
-    > "$WORK/wrk.txt"; } 2> "$WORK/wrk.time"; cat "$WORK/wrk.txt")"
+run_wrk() { # url conns [wrk args...]
+  local out url="$1" conns="$2"; shift 2
+  out="$( { time timeout "$BOUND_S" taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"$DURATION" --latency "$@" \
+    "$url" > "$WORK/wrk.txt"; } 2> "$WORK/wrk.time"; cat "$WORK/wrk.txt")"
   local rps p50 p90 p99 errors n cpu
   rps="$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
   p50="$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
@@ -173,15 +174,25 @@ for c in $READ_CONNS; do
   [ "$c" = 64 ] && W64="$WR"
 done
 
-# wrk back-fills its own samples (coordinated-omission correction) before printing them; the
-# like-for-like figures are cairn-loadgen's latency_wrk_corrected_us (see docs/BENCHMARKS.md).
-# Stalls from other processes decide single runs, so the pair alternates MODERATE_REPEAT times and
-# the row lists every pair's ratios (the table shows the last pair's raw figures).
+# Latency at moderate load: each of MODERATE_CONNS connections pauses MODERATE_THINK_MS after every
+# response before its next request (wrk: a script's delay(); cairn-loadgen: --think-time), so
+# neither tool saturates its core and both time the same thing, write to response, on a few
+# thousand requests per second. wrk back-fills its own samples (coordinated-omission correction)
+# before printing them; the like-for-like figures are cairn-loadgen's latency_wrk_corrected_us (see
+# docs/BENCHMARKS.md), which at this load differ from the raw ones only where a stall exceeded two
+# intervals. Other processes' stalls decide single tails, so the pair alternates MODERATE_REPEAT
+# times; the row lists every pair's ratios and their median (the table shows the last pair).
+# One connection by default: wrk's timers have millisecond granularity (ae), so with several
+# connections their next requests leave together in one tick and queue behind each other at the
+# server, which cairn-loadgen's exact timers do not do (4 connections, same machine: wrk's p50
+# 50-65 us against 84-93 us; 1 connection: 60-81 against 62-81).
+echo "function delay() return $MODERATE_THINK_MS end" > "$WORK/delay.lua"
 R50=(); R90=(); R99=(); RR=()
 for _ in $(seq 1 "$MODERATE_REPEAT"); do
-  log "nginx reads, moderate load: wrk -t1 -c$MODERATE_CONNS vs cairn-loadgen -c$MODERATE_CONNS (closed loop)"
-  WM="$(run_wrk "$URL" "$MODERATE_CONNS")"
-  LM="$(run_loadgen nginx-moderate --url "$URL" -c "$MODERATE_CONNS")"
+  log "nginx reads, moderate load: wrk -t1 -c$MODERATE_CONNS vs cairn-loadgen -c$MODERATE_CONNS, think ${MODERATE_THINK_MS}ms"
+  WM="$(run_wrk "$URL" "$MODERATE_CONNS" -s "$WORK/delay.lua")"
+  LM="$(WARMUP=0s run_loadgen nginx-moderate --url "$URL" -c "$MODERATE_CONNS" \
+    --think-time "${MODERATE_THINK_MS}ms")"
   LMC="$(jq -r '.latency_wrk_corrected_us | "\(.p50) \(.p99) \(.p90)"' "$WORK/nginx-moderate.json")"
   RR+=("$(ratio "$(field "$WM" 1)" "$(field "$LM" 1)")")
   R50+=("$(ratio "$(field "$WM" 2)" "$(field "$LMC" 1)")")
@@ -189,10 +200,14 @@ for _ in $(seq 1 "$MODERATE_REPEAT"); do
   R99+=("$(ratio "$(field "$WM" 3)" "$(field "$LMC" 2)")")
 done
 slash() { local IFS=/; echo "$*"; }
-row "nginx static 200, closed loop, $MODERATE_CONNS conns" "wrk -t1" "$(fmt "$WM")" "baseline"
-row "nginx static 200, closed loop, $MODERATE_CONNS conns" "cairn-loadgen, 1 core" "$(fmt "$LM")" \
-  "wrk-corrected latency over wrk's, per pair: p50 **$(slash "${R50[@]}")**, p90 **$(slash "${R90[@]}")**, \
-p99 **$(slash "${R99[@]}")**; req/s $(slash "${RR[@]}")"
+median() { printf '%s\n' "$@" | grep -v '^-$' | sort -g | awk '{ v[NR] = $1 }
+  END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+MOD="moderate load ($MODERATE_CONNS conns, ${MODERATE_THINK_MS} ms think time)"
+row "nginx static 200, $MOD" "wrk -t1" "$(fmt "$WM")" "baseline"
+row "nginx static 200, $MOD" "cairn-loadgen, 1 core" "$(fmt "$LM")" \
+  "wrk-corrected latency over wrk's, median of $MODERATE_REPEAT pairs: p50 **$(median "${R50[@]}")**, \
+p90 **$(median "${R90[@]}")**, p99 **$(median "${R99[@]}")** (per pair: p50 $(slash "${R50[@]}"), \
+p90 $(slash "${R90[@]}"), p99 $(slash "${R99[@]}")); req/s $(slash "${RR[@]}")"
 
 HALF="$(awk -v r="${W64:-$WR}" 'BEGIN { printf "%d", r / 2 }')"
 log "nginx reads, open loop at $HALF req/s (half of wrk's closed-loop rate), 64 conns"

@@ -23,6 +23,8 @@ HTTP OPTIONS:
   -t, --threads N       worker threads, one event loop each        [1]
   --cores LIST          pin worker i to CPU LIST[i] (e.g. 1 or 2,3); sets --threads
   --pipeline N          requests in flight per connection          [1]
+  --think-time T        closed loop with a pause of T after each response
+                        before the connection's next request (wrk's delay())
   --rate R              open loop: R requests/s in total, latency from the
                         intended send time (closed loop when absent)
   -d, --duration T      measured time (e.g. 5s, 500ms)              [10s]
@@ -120,6 +122,7 @@ struct Options {
     cores: Option<Vec<usize>>,
     pipeline: Option<u64>,
     rate: Option<f64>,
+    think_time: Option<Duration>,
     duration: Option<Duration>,
     warmup: Option<Duration>,
     grace: Option<Duration>,
@@ -160,6 +163,7 @@ fn parse_options(args: &[String]) -> Result<Options, ConfigError> {
             }
             "--pipeline" => o.pipeline = Some(number(flag, v, "a count")?),
             "--rate" => o.rate = Some(number(flag, v, "requests per second")?),
+            "--think-time" => o.think_time = Some(duration(flag, v)?),
             "-d" | "--duration" => o.duration = Some(duration(flag, v)?),
             "--warmup" => o.warmup = Some(duration(flag, v)?),
             "--grace" => o.grace = Some(duration(flag, v)?),
@@ -248,6 +252,11 @@ fn parse_http(o: Options) -> Result<Command, ConfigError> {
     if o.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         return Err(ConfigError::Conflict("--rate must be a positive number"));
     }
+    if o.rate.is_some() && o.think_time.is_some() {
+        return Err(ConfigError::Conflict(
+            "--think-time is for closed loop; give --rate or --think-time, not both",
+        ));
+    }
     let prefix = url.path.trim_end_matches('/');
     let lines: Vec<String> = match (&o.preset, o.requests.is_empty()) {
         (Some(_), false) => {
@@ -303,6 +312,7 @@ fn parse_http(o: Options) -> Result<Command, ConfigError> {
         pinning,
         pipeline,
         rate_per_sec: o.rate,
+        think_time: o.think_time,
         duration: o.duration.unwrap_or(Duration::from_secs(10)),
         warmup: o.warmup.unwrap_or(Duration::from_secs(1)),
         grace: o.grace.unwrap_or(Duration::from_secs(2)),
@@ -433,6 +443,12 @@ mod tests {
         check_error(
             "--url http://h/ --rate 0",
             ConfigError::Conflict("--rate must be a positive number"),
+        );
+        check_error(
+            "--url http://h/ --rate 100 --think-time 1ms",
+            ConfigError::Conflict(
+                "--think-time is for closed loop; give --rate or --think-time, not both",
+            ),
         );
         check_error(
             "--url http://h/ --cores 1,2 -t 3",

@@ -100,6 +100,10 @@ pub struct HttpConfig {
     pub pipeline: u64,
     /// Open loop at this many requests per second in total; closed loop when `None`.
     pub rate_per_sec: Option<f64>,
+    /// Closed loop with think time: after each response a connection waits
+    /// this long before sending its next request (wrk's `delay()`), which
+    /// holds the load at a moderate rate. `None`: send at once.
+    pub think_time: Option<Duration>,
     /// The measured window.
     pub duration: Duration,
     /// Run before measuring, not recorded.
@@ -190,7 +194,9 @@ pub fn run_http(config: HttpConfig) -> Result<Report, RunError> {
         duration: config.duration,
         warmup: config.warmup,
     };
-    Ok(Report::new(&info, &total))
+    let mut report = Report::new(&info, &total);
+    report.think_time_ms = config.think_time.map(|t| t.as_secs_f64() * 1e3);
+    Ok(report)
 }
 
 /// Pins the calling thread to `cpu`, if one is given.
@@ -236,6 +242,8 @@ struct Conn {
     connecting: bool,
     rng: SplitMix64,
     pacer: Option<Pacer>,
+    /// Closed loop with think time: the next request waits until then.
+    ready_at: Option<Instant>,
     reader: ResponseReader,
     /// Per request in flight: when it counts from, and whether it was HEAD.
     inflight: VecDeque<(Instant, bool)>,
@@ -300,6 +308,7 @@ fn worker(
                 connecting: false,
                 rng: SplitMix64::new(config.seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
                 pacer,
+                ready_at: None,
                 reader: ResponseReader::new(),
                 inflight: VecDeque::with_capacity(config.pipeline as usize),
                 out: Vec::with_capacity(CONN_BUFFER_BYTES_INITIAL),
@@ -476,7 +485,13 @@ impl Conn {
         let end = sh.window.end;
         while (self.inflight.len() as u64) < sh.config.pipeline {
             let counts_from = match self.pacer.as_mut() {
-                None => now,
+                None => {
+                    if let Some(at) = self.ready_at.filter(|&at| at > now) {
+                        self.arm(sh, at);
+                        break;
+                    }
+                    now
+                }
                 Some(p) => {
                     let due = p.peek();
                     if due >= end {
@@ -584,6 +599,9 @@ impl Conn {
                             continue;
                         }
                         self.inflight.pop_front();
+                        if let Some(think) = sh.config.think_time {
+                            self.ready_at = Some(now + think);
+                        }
                         if records {
                             sh.rec.record_latency(now - counts_from);
                             sh.rec.record_status(reply.status);

@@ -48,6 +48,11 @@ pub struct Report {
     pub pipeline: u64,
     /// Target rate for open loop (WebSocket: messages sent per second), or null.
     pub rate_per_sec: Option<f64>,
+    /// Closed loop with think time (`--think-time`): milliseconds each
+    /// connection waited after a response before its next request; null
+    /// without.
+    #[serde(default)]
+    pub think_time_ms: Option<f64>,
     /// Measured window in seconds (warm-up excluded).
     pub duration_s: f64,
     /// Warm-up in seconds, not measured.
@@ -115,6 +120,7 @@ impl Report {
             workers: info.workers,
             pipeline: info.pipeline,
             rate_per_sec: info.rate_per_sec,
+            think_time_ms: None,
             duration_s: secs,
             warmup_s: info.warmup.as_secs_f64(),
             requests: rec.requests,

@@ -358,3 +358,61 @@ fn websocket_fan_out_times_every_broadcast_each_member_receives() {
     );
     assert!(report.latency_us.p50 > 0.0 && report.latency_us.p50 < 500_000.0);
 }
+
+#[test]
+fn think_time_spaces_a_connections_requests_and_stays_out_of_the_latency() {
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let log = Arc::clone(&arrivals);
+    let port = serve(move |mut stream, born| {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut pending = Vec::new();
+        let mut buf = [0u8; 4096];
+        while born.elapsed() < SERVER_LIFETIME {
+            match stream.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    continue;
+                }
+                Err(_) => return,
+            }
+            while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                pending.drain(..end + 4);
+                log.lock().unwrap().push(Instant::now());
+                if stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    let report = run(&format!(
+        "--url http://127.0.0.1:{port}/ -c 1 --think-time 20ms -d 600ms --warmup 0s"
+    ));
+    println!("think time: {}", report.to_json());
+    assert_eq!(report.errors, 0);
+    assert_eq!(report.think_time_ms, Some(20.0));
+    // 600 ms of 20 ms pauses: at most 31 requests (a closed loop without
+    // the pause sends thousands here).
+    assert!(
+        (5..=31).contains(&report.requests),
+        "requests {}",
+        report.requests
+    );
+    let arrivals = arrivals.lock().unwrap();
+    assert!(arrivals.len() >= 5, "{} requests arrived", arrivals.len());
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= Duration::from_millis(20), "requests {gap:?} apart");
+    }
+    // The pause is not the server's time: latency stays far below it.
+    assert!(
+        report.latency_us.p50 < 20_000.0,
+        "p50 {} us",
+        report.latency_us.p50
+    );
+}
