@@ -43,9 +43,14 @@ fn serve(handle: impl Fn(TcpStream, Instant) + Send + Sync + 'static) -> u16 {
     port
 }
 
-/// Answers every GET with `200 ok`, except that it holds all answers during
-/// the 100 ms from 500 ms to 600 ms of every second of its life.
-fn stalling_server(mut stream: TcpStream, born: Instant) {
+/// Reads requests (head and `Content-Length` body) from `stream` until it
+/// closes or the server's lifetime ends, and writes what `answer` returns
+/// for each, given its head.
+fn each_request(
+    mut stream: TcpStream,
+    born: Instant,
+    mut answer: impl FnMut(&str) -> &'static [u8],
+) {
     stream
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
@@ -59,19 +64,32 @@ fn stalling_server(mut stream: TcpStream, born: Instant) {
             Err(_) => return,
         }
         while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-            pending.drain(..end + 4);
-            let phase = born.elapsed().as_millis() % 1000;
-            if (500..600).contains(&phase) {
-                thread::sleep(Duration::from_millis((600 - phase) as u64));
+            let head = String::from_utf8_lossy(&pending[..end]).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .map_or(0, |v| v.parse().unwrap());
+            if pending.len() < end + 4 + length {
+                break;
             }
-            if stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                .is_err()
-            {
+            pending.drain(..end + 4 + length);
+            if stream.write_all(answer(&head)).is_err() {
                 return;
             }
         }
     }
+}
+
+/// Answers every GET with `200 ok`, except that it holds all answers during
+/// the 100 ms from 500 ms to 600 ms of every second of its life.
+fn stalling_server(stream: TcpStream, born: Instant) {
+    each_request(stream, born, |_| {
+        let phase = born.elapsed().as_millis() % 1000;
+        if (500..600).contains(&phase) {
+            thread::sleep(Duration::from_millis((600 - phase) as u64));
+        }
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    });
 }
 
 fn run(line: &str) -> Report {
@@ -161,36 +179,12 @@ fn connection_failures_are_counted_not_fatal() {
 fn a_weighted_mix_reaches_the_server_with_keys_and_bodies() {
     let seen: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
     let log = Arc::clone(&seen);
-    let port = serve(move |mut stream, born| {
-        stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let mut pending = Vec::new();
-        let mut buf = [0u8; 4096];
-        while born.elapsed() < SERVER_LIFETIME {
-            match stream.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => pending.extend_from_slice(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    continue;
-                }
-                Err(_) => return,
-            }
-            while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&pending[..end]).to_string();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Content-Length: "))
-                    .map_or(0, |v| v.parse().unwrap());
-                if pending.len() < end + 4 + length {
-                    break;
-                }
-                let method = head.split(' ').next().unwrap().to_string();
-                pending.drain(..end + 4 + length);
-                *log.lock().unwrap().entry(method).or_default() += 1;
-                let _ = stream.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
-            }
-        }
+    let port = serve(move |stream, born| {
+        each_request(stream, born, |head| {
+            let method = head.split(' ').next().unwrap().to_string();
+            *log.lock().unwrap().entry(method).or_default() += 1;
+            b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"
+        });
     });
     let url = format!("http://127.0.0.1:{port}");
     let args: Vec<String> = [
@@ -363,32 +357,11 @@ fn websocket_fan_out_times_every_broadcast_each_member_receives() {
 fn think_time_spaces_a_connections_requests_and_stays_out_of_the_latency() {
     let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let log = Arc::clone(&arrivals);
-    let port = serve(move |mut stream, born| {
-        stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let mut pending = Vec::new();
-        let mut buf = [0u8; 4096];
-        while born.elapsed() < SERVER_LIFETIME {
-            match stream.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => pending.extend_from_slice(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    continue;
-                }
-                Err(_) => return,
-            }
-            while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                pending.drain(..end + 4);
-                log.lock().unwrap().push(Instant::now());
-                if stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        }
+    let port = serve(move |stream, born| {
+        each_request(stream, born, |_| {
+            log.lock().unwrap().push(Instant::now());
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        });
     });
     let report = run(&format!(
         "--url http://127.0.0.1:{port}/ -c 1 --think-time 20ms -d 600ms --warmup 0s"
