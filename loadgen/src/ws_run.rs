@@ -66,6 +66,10 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Largest handshake response head accepted.
 const HANDSHAKE_BYTES_MAX: usize = 16 * 1024;
 
+/// Handshakes in flight at once while members connect (well under the
+/// usual listen backlog, so no SYN is dropped and retried a second later).
+const HANDSHAKE_BATCH: usize = 64;
+
 /// Largest message a member accepts (fragments included); a larger one is a
 /// protocol error, so a misbehaving server cannot grow our memory.
 const MESSAGE_BYTES_MAX: usize = 1 << 20;
@@ -139,7 +143,7 @@ pub fn run_ws(config: WsConfig) -> Result<Report, RunError> {
     // Members connect before the schedule starts; a short lead per member
     // keeps their first sends from being late by the set-up.
     let members = config.rooms * config.members;
-    let lead = Duration::from_millis(50) + Duration::from_micros(200 * members / config.workers);
+    let lead = Duration::from_millis(50) + Duration::from_micros(100 * members / config.workers);
     let start = Instant::now() + lead;
     let window = Window {
         start,
@@ -258,47 +262,57 @@ fn worker(
     let total_rate = config.send_rate_per_sec * total as f64;
     let authority = config.url.authority();
     let mut members: Vec<Member> = Vec::with_capacity(mine as usize);
-    for m in 0..mine {
-        let index = first + m;
-        let slot = members.len();
-        let mut rng = SplitMix64::new(0x5eed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let target = config
-            .url
-            .path
-            .replace("{room}", &(index % config.rooms).to_string());
-        let pacer = Pacer::new(
-            stagger(window.start, total_rate, total, index),
-            config.send_rate_per_sec,
-        );
-        let mut member = Member {
-            index,
-            slot,
-            stream: None,
-            pacer,
-            rng: SplitMix64::new(rng.next_u64()),
-            input: Vec::with_capacity(4096),
-            fragments: Vec::new(),
-            out: Vec::with_capacity(256),
-            sent: 0,
-            want_write: false,
-        };
-        match connect(addr, &authority, &target, &mut rng, window) {
-            Some((stream, leftover)) => {
-                let data = epoll::EventData::new_u64(slot as u64);
-                if epoll::add(&sh.epoll, &stream, data, epoll::EventFlags::IN).is_err() {
-                    sh.rec.record_error(ErrorKind::Connect);
-                } else {
-                    member.stream = Some(stream);
-                    member.input.extend_from_slice(&leftover);
-                    let join = format!(r#"{{"type":"join","name":"m{index}"}}"#);
-                    member.queue_text(&join);
-                    member.flush(&mut sh, Instant::now());
-                    sh.timers.push(Reverse((member.pacer.peek(), slot)));
-                }
-            }
-            None => sh.rec.record_error(ErrorKind::Connect),
+    // Handshakes go out in batches: every request of a batch is written
+    // before any answer is read, so the server works on a batch at once
+    // instead of one round trip per member.
+    let mut pending: Vec<Option<(TcpStream, ClientHandshake)>> = Vec::new();
+    for batch_start in (0..mine).step_by(HANDSHAKE_BATCH) {
+        let batch_end = (batch_start + HANDSHAKE_BATCH as u64).min(mine);
+        pending.clear();
+        for m in batch_start..batch_end {
+            let index = first + m;
+            let mut rng = SplitMix64::new(0x5eed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let target = config
+                .url
+                .path
+                .replace("{room}", &(index % config.rooms).to_string());
+            pending.push(start_handshake(addr, &authority, &target, &mut rng, window));
+            let pacer = Pacer::new(
+                stagger(window.start, total_rate, total, index),
+                config.send_rate_per_sec,
+            );
+            members.push(Member {
+                index,
+                slot: members.len(),
+                stream: None,
+                pacer,
+                rng: SplitMix64::new(rng.next_u64()),
+                input: Vec::with_capacity(4096),
+                fragments: Vec::new(),
+                out: Vec::with_capacity(256),
+                sent: 0,
+                want_write: false,
+            });
         }
-        members.push(member);
+        for (m, started) in (batch_start..batch_end).zip(pending.drain(..)) {
+            let member = &mut members[m as usize];
+            let Some((stream, leftover)) = started.and_then(|(s, hs)| finish_handshake(s, &hs))
+            else {
+                sh.rec.record_error(ErrorKind::Connect);
+                continue;
+            };
+            let data = epoll::EventData::new_u64(member.slot as u64);
+            if epoll::add(&sh.epoll, &stream, data, epoll::EventFlags::IN).is_err() {
+                sh.rec.record_error(ErrorKind::Connect);
+                continue;
+            }
+            member.stream = Some(stream);
+            member.input.extend_from_slice(&leftover);
+            let join = format!(r#"{{"type":"join","name":"m{}"}}"#, member.index);
+            member.queue_text(&join);
+            member.flush(&mut sh, Instant::now());
+            sh.timers.push(Reverse((member.pacer.peek(), member.slot)));
+        }
     }
     let idle = epoll::Event {
         flags: epoll::EventFlags::empty(),
@@ -527,15 +541,14 @@ impl Member {
     }
 }
 
-/// Connects, sends the upgrade request and checks the answer; returns the
-/// nonblocking stream and any bytes that followed the response head.
-fn connect(
+/// Connects and sends the upgrade request; [`finish_handshake`] reads the answer.
+fn start_handshake(
     addr: SocketAddr,
     host: &str,
     target: &str,
     rng: &mut SplitMix64,
     window: Window,
-) -> Option<(TcpStream, Vec<u8>)> {
+) -> Option<(TcpStream, ClientHandshake)> {
     let left = window
         .end
         .saturating_duration_since(Instant::now())
@@ -551,6 +564,12 @@ fn connect(
     let mut out = Vec::new();
     hs.write_request(host, target, &mut out);
     stream.write_all(&out).ok()?;
+    Some((stream, hs))
+}
+
+/// Reads and checks the upgrade answer; returns the nonblocking stream and
+/// any bytes that followed the response head.
+fn finish_handshake(mut stream: TcpStream, hs: &ClientHandshake) -> Option<(TcpStream, Vec<u8>)> {
     let mut input = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
