@@ -598,6 +598,84 @@ mod tests {
         assert_eq!(parse_stamp(payload.as_bytes()), expected, "{payload}");
     }
 
+    fn member() -> Member {
+        Member {
+            index: 0,
+            slot: 0,
+            stream: None,
+            pacer: Pacer::new(Instant::now(), 1.0),
+            rng: SplitMix64::new(1),
+            input: Vec::new(),
+            fragments: Vec::new(),
+            out: Vec::new(),
+            sent: 0,
+            want_write: false,
+        }
+    }
+
+    fn shared() -> Shared {
+        let now = Instant::now();
+        Shared {
+            window: Window {
+                start: now - Duration::from_secs(1),
+                measure: now - Duration::from_secs(1),
+                end: now + Duration::from_secs(60),
+            },
+            epoll: epoll::create(epoll::CreateFlags::CLOEXEC).unwrap(),
+            chunk: Vec::new(),
+            timers: BinaryHeap::new(),
+            rec: Recorder::new(),
+            text: String::new(),
+        }
+    }
+
+    fn server_frame(out: &mut Vec<u8>, fin: bool, op: Opcode, payload: &[u8]) {
+        encode_frame(out, fin, op, None, payload);
+    }
+
+    #[test]
+    fn frames_split_across_reads_and_fragmented_messages_are_timed_once_each() {
+        let (mut m, mut sh) = (member(), shared());
+        let mut wire = Vec::new();
+        server_frame(
+            &mut wire,
+            true,
+            Opcode::Text,
+            b"{\"text\":\"cairn-loadgen 5 1\"}",
+        );
+        server_frame(&mut wire, false, Opcode::Text, b"cairn-load");
+        server_frame(&mut wire, true, Opcode::Ping, b"hb");
+        server_frame(&mut wire, true, Opcode::Continuation, b"gen 7 2");
+        server_frame(&mut wire, true, Opcode::Text, b"{\"type\":\"ack\"}");
+        // Every split point: the bytes before it arrive in one read, the rest in another.
+        for split in 0..=wire.len() {
+            let (mut m2, mut sh2) = (member(), shared());
+            for part in [&wire[..split], &wire[split..]] {
+                m2.input.extend_from_slice(part);
+                m2.decode(&mut sh2, Instant::now(), true).unwrap();
+            }
+            assert_eq!(sh2.rec.latency_ns.len(), 2, "split at {split}");
+            // Every whole message counts as received; the ack is not timed.
+            assert_eq!(sh2.rec.requests, 3, "split at {split}");
+            assert!(m2.input.is_empty() && m2.fragments.is_empty());
+        }
+        m.input.extend_from_slice(&wire);
+        m.decode(&mut sh, Instant::now(), true).unwrap();
+        // The ping is answered with a masked pong carrying its payload.
+        assert_eq!(m.out[0], 0x80 | Opcode::Pong.as_u8());
+        assert_eq!(m.out[1], 0x80 | 2);
+    }
+
+    #[test]
+    fn a_close_frame_ends_the_member() {
+        let (mut m, mut sh) = (member(), shared());
+        server_frame(&mut m.input, true, Opcode::Close, &1000u16.to_be_bytes());
+        assert_eq!(
+            m.decode(&mut sh, Instant::now(), true),
+            Err(ErrorKind::Closed)
+        );
+    }
+
     #[test]
     fn stamps_are_found_anywhere_in_a_payload() {
         check("cairn-loadgen 12345 7", Some(12345));
