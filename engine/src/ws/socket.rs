@@ -8,7 +8,9 @@
 //! re-submits the pending read: a broadcast costs each socket one `send`.
 //! They share the codec through a `RefCell` that is never borrowed across an
 //! `.await`. While the object's queue is full the reader stops reading, which
-//! pushes back on the peer through TCP.
+//! pushes back on the peer through TCP. The task runs in the shard's socket
+//! task queue (`table.rs`, `IO_QUEUE_PREEMPT_US`), so a fan-out pass over many
+//! sockets cannot hold back the object handlers and the storage commit loop.
 //!
 //! **Close ordering:** when the peer's close arrives (or the peer breaks the
 //! protocol), reading stops at once, but our close frame is held until the
