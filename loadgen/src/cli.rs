@@ -46,6 +46,8 @@ WEBSOCKET OPTIONS (after `ws`):
   --rooms R             rooms                                       [1]
   --members M           members per room (each one connection)     [10]
   --send-rate X         messages per second each member sends      [1]
+  --spin                poll without sleeping (a core per worker; keeps the
+                        server's sends from paying for waking the load generator)
   -t, --threads, --cores, -d, --duration, --warmup, --grace, --json as above
 ";
 
@@ -138,6 +140,7 @@ struct Options {
     members: Option<u64>,
     send_rate: Option<f64>,
     json: bool,
+    spin: bool,
 }
 
 fn parse_options(args: &[String]) -> Result<Options, ConfigError> {
@@ -147,6 +150,10 @@ fn parse_options(args: &[String]) -> Result<Options, ConfigError> {
         let flag = flag.as_str();
         if flag == "--json" {
             o.json = true;
+            continue;
+        }
+        if flag == "--spin" {
+            o.spin = true;
             continue;
         }
         let value = it
@@ -347,6 +354,7 @@ fn parse_ws(o: Options) -> Result<Command, ConfigError> {
         send_rate_per_sec: send_rate,
         workers,
         pinning,
+        spin: o.spin,
         duration: o.duration.unwrap_or(Duration::from_secs(10)),
         warmup: o.warmup.unwrap_or(Duration::from_secs(1)),
         grace: o.grace.unwrap_or(Duration::from_secs(2)),

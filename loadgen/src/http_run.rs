@@ -10,7 +10,7 @@
 //! more per small request on loopback than a readiness loop. This loop does
 //! per response batch: one `read`, one `write` of the next request(s), and
 //! one `epoll_pwait2` shared by every connection with data (see
-//! `docs/BENCHMARKS.md`). WebSocket mode (`ws_run`) still uses glommio.
+//! `docs/BENCHMARKS.md`). WebSocket mode (`ws_run`) is an epoll loop too.
 //!
 //! **Invariants.**
 //! - A worker's state (its connections, recorder, buffers) never leaves its

@@ -3,10 +3,9 @@
 //!
 //! **What it is.** One worker thread per requested core, optionally pinned,
 //! each driving its share of keep-alive connections with optional
-//! pipelining: HTTP workers run an epoll event loop over nonblocking sockets
-//! ([`http_run`], where the measurements that chose epoll over io_uring are
-//! summarised), WebSocket workers a glommio executor ([`ws_run`]). Two
-//! disciplines:
+//! pipelining: HTTP and WebSocket workers each run an epoll event loop over
+//! nonblocking sockets ([`http_run`] and [`ws_run`], where the measurements
+//! that chose epoll over io_uring are summarised). Two disciplines:
 //! - *closed loop*: every connection sends its next request as soon as the
 //!   previous answer arrives (as wrk does);
 //! - *open loop*: requests are due on a fixed schedule (`--rate`) and latency

@@ -168,21 +168,23 @@ impl WebSockets<'_> {
         let gate = self.gate();
         let table = &self.ctx.host.sockets;
         let mut n = 0;
-        for e in table.of_object(&self.ctx.id()) {
+        // In place: a broadcast is the fan-out's hot loop, so the socket list
+        // is not cloned. `push` never changes the table's object index.
+        table.for_each_of(&self.ctx.id(), |e| {
             if Some(e.id) == except
                 || !e.sendable()
                 || tag.is_some_and(|t| !e.tags.iter().any(|x| x == t))
             {
-                continue;
+                return;
             }
             let out = Out::Frame {
                 gate: gate.clone(),
                 bytes: bytes.clone(),
             };
-            if table.push(&e, out) {
+            if table.push(e, out) {
                 n += 1;
             }
-        }
+        });
         n
     }
 

@@ -8,7 +8,9 @@
 //! re-submits the pending read: a broadcast costs each socket one `send`.
 //! They share the codec through a `RefCell` that is never borrowed across an
 //! `.await`. While the object's queue is full the reader stops reading, which
-//! pushes back on the peer through TCP.
+//! pushes back on the peer through TCP. The task runs in the shard's socket
+//! task queue (`table.rs`, `IO_QUEUE_PREEMPT_US`), so a fan-out pass over many
+//! sockets cannot hold back the object handlers and the storage commit loop.
 //!
 //! **Close ordering:** when the peer's close arrives (or the peer breaks the
 //! protocol), reading stops at once, but our close frame is held until the
@@ -26,7 +28,6 @@ use bytes::Bytes;
 use cairn_proto::ws::{Config as CodecConfig, Connection, Error as CodecError, Event, Poll};
 use futures_lite::future::{or, pending};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use glommio::channels::local_channel::LocalReceiver;
 use glommio::net::TcpStream;
 
 use super::api::Message;
@@ -74,9 +75,6 @@ pub(crate) async fn run(
 ) {
     let limits = host.sockets.limits;
     let grace = Duration::from_millis(limits.close_grace_ms);
-    let Some(wake) = e.wake_rx.borrow_mut().take() else {
-        return;
-    };
     let mut conn = Connection::server(CodecConfig {
         message_bytes_max: limits.message_bytes_max,
         frame_bytes_max: limits.message_bytes_max,
@@ -100,7 +98,7 @@ pub(crate) async fn run(
         let mut writer_stream = unsafe { TcpStream::from_raw_fd(dup) };
         or(
             reader(&host, &e, &mut reader_stream, &sh),
-            writer(&host, &e, &mut writer_stream, &sh, &wake, grace),
+            writer(&host, &e, &mut writer_stream, &sh, grace),
         )
         .await;
     } else {
@@ -339,7 +337,6 @@ async fn writer(
     e: &SocketEntry,
     stream: &mut TcpStream,
     sh: &RefCell<Shared>,
-    wake: &LocalReceiver<()>,
     grace: Duration,
 ) {
     let mut wbuf: Vec<u8> = Vec::new();
@@ -393,7 +390,7 @@ async fn writer(
             host.sockets.metrics.borrow_mut().messages_out += frames;
         }
         if !wbuf.is_empty() {
-            let ok = write_bounded(stream, &wbuf, e, wake, grace).await;
+            let ok = write_bounded(stream, &wbuf, e, grace).await;
             host.sockets.metrics.borrow_mut().bytes_out += wbuf.len() as u64;
             wbuf.clear();
             if ok != Written::All {
@@ -426,12 +423,12 @@ async fn writer(
         }
         match deadline {
             None => {
-                wake.recv().await;
+                e.notify.notified().await;
             }
             Some(d) => {
                 let timed_out = or(
                     async {
-                        wake.recv().await;
+                        e.notify.notified().await;
                         false
                     },
                     async {
@@ -504,7 +501,6 @@ async fn write_bounded(
     stream: &mut TcpStream,
     buf: &[u8],
     e: &SocketEntry,
-    wake: &LocalReceiver<()>,
     grace: Duration,
 ) -> Written {
     or(
@@ -516,10 +512,7 @@ async fn write_bounded(
         },
         async {
             while !e.killed.get() {
-                if wake.recv().await.is_none() {
-                    // Nothing can wake us any more: the write alone decides.
-                    return pending().await;
-                }
+                e.notify.notified().await;
             }
             let end = e.killed_at.get().unwrap_or_else(Instant::now) + grace;
             glommio::timer::sleep(end.saturating_duration_since(Instant::now())).await;

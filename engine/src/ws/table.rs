@@ -6,10 +6,11 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::rc::Rc;
-use std::time::Instant;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::{Latency, Shares, TaskQueueHandle};
 
 use crate::host::Target;
 use crate::id::ObjectId;
@@ -121,14 +122,56 @@ pub(crate) struct SocketEntry {
     pub(crate) killed: Cell<bool>,
     /// When `killed` was set: the connection is dropped `close_grace_ms` later.
     pub(crate) killed_at: Cell<Option<Instant>>,
-    wake: LocalSender<()>,
-    pub(crate) wake_rx: RefCell<Option<LocalReceiver<()>>>,
+    /// Wakes the socket's writer; see [`Notify`].
+    pub(crate) notify: Notify,
+}
+
+/// The wake-up of one socket's writer: a flag and the writer's waker.
+///
+/// A broadcast notifies every recipient, so this is on the fan-out's hot
+/// path: a notify is a flag test and, for the first one since the writer
+/// last looked, one task wake. Notifies before the writer runs coalesce into
+/// one wake-up, and the writer then writes everything queued in one `send`.
+/// (A channel did the same job with a queue operation per frame.)
+#[derive(Default)]
+pub(crate) struct Notify {
+    notified: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Notify {
+    /// Sets the flag and wakes the waiting writer, if any.
+    pub(crate) fn notify(&self) {
+        if !self.notified.replace(true)
+            && let Some(w) = self.waker.borrow_mut().take()
+        {
+            w.wake();
+        }
+    }
+
+    /// Resolves once notified since the last call returned (at once if the
+    /// flag is already set), clearing the flag. Dropping it before it
+    /// resolves leaves at most a stale waker, whose wake is spurious and harmless.
+    pub(crate) async fn notified(&self) {
+        std::future::poll_fn(|cx| {
+            if self.notified.replace(false) {
+                return Poll::Ready(());
+            }
+            let mut slot = self.waker.borrow_mut();
+            match slot.as_ref() {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *slot = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 impl SocketEntry {
     /// Wakes the socket's task (idempotent).
     pub(crate) fn wake(&self) {
-        let _ = self.wake.try_send(());
+        self.notify.notify();
     }
 
     /// True while the object may send on the socket.
@@ -148,7 +191,22 @@ pub(crate) struct SocketTable {
     auto: RefCell<HashMap<ObjectId, (Bytes, Bytes)>>,
     next: Cell<u64>,
     pub(crate) metrics: RefCell<WsMetrics>,
+    /// The shard's task queue for socket I/O, made on first use; see [`SocketTable::io_queue`].
+    io_queue: Cell<Option<TaskQueueHandle>>,
 }
+
+/// How long socket I/O may run before the executor stops to poll io_uring
+/// and lets the default queue (object handlers, the storage commit loop) run.
+///
+/// Why: a fan-out pass writes to every member socket, and one loopback
+/// `send` costs microseconds, so a pass over a thousand sockets takes
+/// milliseconds. glommio reaps I/O completions only between passes of a task
+/// queue, and preempts a queue only at its latency bound (100 ms by
+/// default). Run in the default queue, the storage commit loop's write and
+/// fdatasync completions (which release the next broadcasts through the
+/// output gate) waited for whole passes, and every message took several
+/// passes from receipt to delivery.
+pub(crate) const IO_QUEUE_PREEMPT_US: u64 = 500;
 
 impl SocketTable {
     pub(crate) fn new(shard_id: u32, limits: WsLimits) -> SocketTable {
@@ -160,7 +218,24 @@ impl SocketTable {
             auto: RefCell::new(HashMap::new()),
             next: Cell::new(0),
             metrics: RefCell::new(WsMetrics::default()),
+            io_queue: Cell::new(None),
         }
+    }
+
+    /// The task queue socket tasks run in: same shares as the default queue,
+    /// and a latency bound of [`IO_QUEUE_PREEMPT_US`]. Must be called on the
+    /// shard's executor.
+    pub(crate) fn io_queue(&self) -> TaskQueueHandle {
+        if let Some(q) = self.io_queue.get() {
+            return q;
+        }
+        let q = glommio::executor().create_task_queue(
+            Shares::Static(1000),
+            Latency::Matters(Duration::from_micros(IO_QUEUE_PREEMPT_US)),
+            "cairn-ws-io",
+        );
+        self.io_queue.set(Some(q));
+        q
     }
 
     /// A fresh ID; the shard number in the top bits keeps IDs of different
@@ -178,7 +253,6 @@ impl SocketTable {
         target: Target,
         tags: Vec<String>,
     ) -> Rc<SocketEntry> {
-        let (tx, rx) = local_channel::new_bounded(1);
         let e = Rc::new(SocketEntry {
             id,
             target,
@@ -189,8 +263,7 @@ impl SocketTable {
             state: Cell::new(SockState::Pending),
             killed: Cell::new(false),
             killed_at: Cell::new(None),
-            wake: tx,
-            wake_rx: RefCell::new(Some(rx)),
+            notify: Notify::default(),
         });
         self.by_id.borrow_mut().insert(id, e.clone());
         self.by_object

@@ -196,7 +196,17 @@ async fn adopt_inner(
             if e.state.get() == SockState::Pending {
                 e.state.set(SockState::Open);
             }
-            super::socket::run(host.clone(), e, stream, leftover).await;
+            // The socket's I/O runs in the shard's socket queue (see
+            // `table::IO_QUEUE_PREEMPT_US`); this task only waits for it.
+            let queue = host.sockets.io_queue();
+            let run = super::socket::run(host.clone(), e.clone(), stream, leftover);
+            match glommio::spawn_local_into(run, queue) {
+                Ok(task) => task.await,
+                Err(err) => {
+                    eprintln!("cairn: socket {}: cannot start its task: {err}", e.id);
+                    host.sockets.remove(id);
+                }
+            }
         }
         Some(_) => {
             host.sockets.remove(id);
