@@ -58,11 +58,6 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Small, because a run may hold thousands of connections.
 const CONN_BUFFER_BYTES_INITIAL: usize = 4 * 1024;
 
-/// Locked memory each glommio executor (WebSocket mode) asks io_uring for. glommio's default (10 MiB)
-/// exceeds the 8 MiB `RLIMIT_MEMLOCK` common on desktops and containers;
-/// the load generator does no file I/O, so a little is plenty.
-pub const EXECUTOR_IO_MEMORY_BYTES: usize = 512 * 1024;
-
 /// How long a connection waits before retrying a failed connect, so that a
 /// down server is not hammered in a busy loop.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(10);
