@@ -226,15 +226,144 @@ impl std::fmt::Debug for Key {
 /// Keys an object may hold before its map turns from a sorted `Vec` into a `BTreeMap`.
 const SMALL_KEYS_MAX: usize = 16;
 
+/// Longest value a packed map holds: values up to this size are copied out of their record
+/// into their object's packed map once the record is written, so the record can be freed.
+pub(crate) const PACKED_VALUE_MAX: usize = 64;
+/// Longest key a packed map holds (its length is stored in one byte).
+const PACKED_KEY_MAX: usize = 255;
+
+/// Bytes charged per object on top of its map: its slot in the object tree (a 32-byte id and
+/// a 24-byte `KeyMap`), in B-tree nodes about 70% full on random ids, plus the inner nodes.
+pub(crate) const OBJECT_SLOT_BYTES: u64 = 88;
+/// Bytes charged per entry of a `Large` map: a 64-byte slot in nodes about 70% full.
+const LARGE_ENTRY_BYTES: u64 = 96;
+
+/// What the allocator takes for a block of `n` bytes: glibc malloc adds an 8-byte header,
+/// rounds to 16 bytes and hands out at least 32.
+pub(crate) fn alloc_bytes(n: usize) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    ((n + 8).max(32).div_ceil(16) * 16) as u64
+}
+
+/// Heap bytes an entry holds outside its slot: a long key's buffer, and its value's bytes
+/// (a buffer of its own, or its share of the record it lives in: the value and about 64 bytes
+/// of operation framing).
+fn entry_extra(key: &[u8], loc: &Loc) -> u64 {
+    let key_heap = if key.len() > KEY_INLINE {
+        alloc_bytes(key.len())
+    } else {
+        0
+    };
+    let value = match loc {
+        Loc::Mem(v) => match &v.backing {
+            Backing::Record(_) => v.len() as u64 + 64,
+            // An `Rc<[u8]>` block: two counts and the bytes.
+            Backing::Plain(p, _) => alloc_bytes(16 + p.len()),
+        },
+        Loc::Disk { .. } => 0,
+    };
+    key_heap + value
+}
+
+/// The segment and bytes of an entry a packed map can hold: a small value in memory whose
+/// record is written, or that has bytes of its own.
+fn packable<'a>(key: &[u8], loc: &'a Loc) -> Option<(u32, &'a [u8])> {
+    match loc {
+        Loc::Mem(v)
+            if key.len() <= PACKED_KEY_MAX
+                && v.len() <= PACKED_VALUE_MAX
+                && !(v.record().is_some() && v.seg() == SEG_PENDING) =>
+        {
+            Some((v.seg(), v))
+        }
+        _ => None,
+    }
+}
+
+/// The location a packed entry stands for: its bytes, copied, in segment `seg`.
+fn unpacked(seg: u32, value: &[u8]) -> Loc {
+    Loc::Mem(Value::loaded(value.to_vec(), seg))
+}
+
+/// Bytes one packed entry takes: key length (1), key, segment (4), value length (1), value.
+fn packed_len(key: &[u8], value: &[u8]) -> usize {
+    6 + key.len() + value.len()
+}
+
+fn push_packed(out: &mut Vec<u8>, key: &[u8], seg: u32, value: &[u8]) {
+    out.push(key.len() as u8);
+    out.extend_from_slice(key);
+    out.extend_from_slice(&seg.to_le_bytes());
+    out.push(value.len() as u8);
+    out.extend_from_slice(value);
+}
+
+/// The entries of a packed map in key order: (key, segment, value).
+#[derive(Clone)]
+pub(crate) struct PackedIter<'a>(&'a [u8]);
+
+impl<'a> Iterator for PackedIter<'a> {
+    type Item = (&'a [u8], LocRef<'a>);
+    fn next(&mut self) -> Option<Self::Item> {
+        // The buffer was written by `push_packed`; its lengths are ours, not the disk's.
+        let (&klen, rest) = self.0.split_first()?;
+        let (key, rest) = rest.split_at(klen as usize);
+        let (seg, rest) = rest.split_at(4);
+        let (&vlen, rest) = rest.split_first()?;
+        let (value, rest) = rest.split_at(vlen as usize);
+        self.0 = rest;
+        let seg = u32::from_le_bytes([seg[0], seg[1], seg[2], seg[3]]);
+        Some((key, LocRef::Packed { seg, value }))
+    }
+}
+
+/// A borrowed view of an entry's location: a [`Loc`] in a `Small` or `Large` map, or a packed
+/// entry's segment and bytes (made into a `Loc` only when asked, which copies the bytes).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum LocRef<'a> {
+    /// An entry of a `Small` or `Large` map.
+    Full(&'a Loc),
+    /// An entry of a packed map.
+    Packed { seg: u32, value: &'a [u8] },
+}
+
+impl LocRef<'_> {
+    /// The segment holding it, or `SEG_PENDING`.
+    pub(crate) fn seg(&self) -> u32 {
+        match self {
+            LocRef::Full(l) => l.seg(),
+            LocRef::Packed { seg, .. } => *seg,
+        }
+    }
+
+    /// An owned location (a packed entry's bytes are copied).
+    pub(crate) fn to_loc(self) -> Loc {
+        match self {
+            LocRef::Full(l) => l.clone(),
+            LocRef::Packed { seg, value } => unpacked(seg, value),
+        }
+    }
+}
+
 /// One object's keys in order, mapped to their locations.
 ///
-/// Most objects hold a handful of keys (a counter: its value and the engine's two meta keys).
-/// A `BTreeMap` allocates a whole leaf node (11 slots of key and location, about 720 bytes)
-/// for even one key, which at a million objects was most of the index's memory; a sorted
-/// `Vec` sized exactly holds them in 64 bytes a key. Past `SMALL_KEYS_MAX` keys the map
-/// becomes a `BTreeMap`, so inserts into large objects stay logarithmic.
+/// Most objects hold a handful of keys with small values (a counter: its value and the
+/// engine's two meta keys, 8 bytes or fewer each), and there are millions of them, so their
+/// shape decides the index's memory. Once every entry of an object is written and holds a
+/// value of at most `PACKED_VALUE_MAX` bytes, the map is `Packed`: one exactly sized buffer of
+/// `[key length][key][segment][value length][value]` entries in key order, about 20 bytes per
+/// key of a counter, and no record kept alive. A mutation not yet written turns the map into
+/// a sorted `Vec` of (key, location) (64 bytes an entry; the new value lives in its record);
+/// the commit loop packs it again once the record is durable (`Index::repack`). Past
+/// `SMALL_KEYS_MAX` keys the map becomes a `BTreeMap`, so inserts into large objects stay
+/// logarithmic (a `BTreeMap` allocates an 11-slot leaf node, about 720 bytes, for even one
+/// key, which is why small objects do not use one).
 #[derive(Debug)]
 pub(crate) enum KeyMap {
+    /// Every entry packable, sorted by key, at most `SMALL_KEYS_MAX` entries.
+    Packed(Box<[u8]>),
     /// Sorted by key, no duplicates, at most `SMALL_KEYS_MAX` entries, capacity = length.
     Small(Vec<(Key, Loc)>),
     /// More keys.
@@ -243,34 +372,108 @@ pub(crate) enum KeyMap {
 
 impl Default for KeyMap {
     fn default() -> Self {
-        KeyMap::Small(Vec::new())
+        KeyMap::Packed(Box::default())
     }
 }
 
+/// A packed buffer with `key` set to `new` (or removed, if `None`), and the location it held.
+fn packed_with(blob: &[u8], key: &[u8], new: Option<(u32, &[u8])>) -> (Box<[u8]>, Option<Loc>) {
+    let extra = new.map_or(0, |(_, v)| packed_len(key, v));
+    let mut out = Vec::with_capacity(blob.len() + extra);
+    let mut old = None;
+    let mut placed = new.is_none();
+    for (k, l) in PackedIter(blob) {
+        let LocRef::Packed { seg, value } = l else {
+            unreachable!("a packed buffer yields packed entries")
+        };
+        if !placed && k >= key {
+            if let Some((s, v)) = new {
+                push_packed(&mut out, key, s, v);
+            }
+            placed = true;
+        }
+        if k == key {
+            old = Some(unpacked(seg, value));
+            continue;
+        }
+        push_packed(&mut out, k, seg, value);
+    }
+    if !placed && let Some((s, v)) = new {
+        push_packed(&mut out, key, s, v);
+    }
+    (out.into_boxed_slice(), old)
+}
+
 impl KeyMap {
-    pub(crate) fn get(&self, key: &[u8]) -> Option<&Loc> {
+    /// A key's location (a packed entry's bytes are copied).
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Loc> {
+        self.get_ref(key).map(LocRef::to_loc)
+    }
+
+    /// A key's location, borrowed.
+    pub(crate) fn get_ref(&self, key: &[u8]) -> Option<LocRef<'_>> {
         match self {
+            KeyMap::Packed(b) => PackedIter(b)
+                .take_while(|(k, _)| *k <= key)
+                .find(|(k, _)| *k == key)
+                .map(|(_, l)| l),
             KeyMap::Small(v) => v
                 .binary_search_by(|(k, _)| (**k).cmp(key))
                 .ok()
-                .map(|i| &v[i].1),
-            KeyMap::Large(m) => m.get(key),
+                .map(|i| LocRef::Full(&v[i].1)),
+            KeyMap::Large(m) => m.get(key).map(LocRef::Full),
         }
     }
 
-    pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<&mut Loc> {
-        match self {
-            KeyMap::Small(v) => match v.binary_search_by(|(k, _)| (**k).cmp(key)) {
-                Ok(i) => Some(&mut v[i].1),
-                Err(_) => None,
-            },
-            KeyMap::Large(m) => m.get_mut(key),
+    /// Turns a packed map into a `Small` one (copying its values into buffers of their own).
+    fn unpack(&mut self) {
+        if let KeyMap::Packed(b) = self {
+            let mut v = Vec::with_capacity(PackedIter(b).count());
+            v.extend(PackedIter(b).map(|(k, l)| (Key::new(k), l.to_loc())));
+            *self = KeyMap::Small(v);
         }
+    }
+
+    /// Packs a `Small` map if every entry is packable (see `KeyMap`).
+    pub(crate) fn try_pack(&mut self) {
+        let KeyMap::Small(v) = self else { return };
+        let mut len = 0;
+        for (k, l) in v.iter() {
+            match packable(k, l) {
+                Some((_, value)) => len += packed_len(k, value),
+                None => return,
+            }
+        }
+        let mut out = Vec::with_capacity(len);
+        for (k, l) in v.iter() {
+            if let Some((seg, value)) = packable(k, l) {
+                push_packed(&mut out, k, seg, value);
+            }
+        }
+        *self = KeyMap::Packed(out.into_boxed_slice());
     }
 
     /// Sets a key, returning the location it replaces.
     pub(crate) fn insert(&mut self, key: &[u8], loc: Loc) -> Option<Loc> {
-        match self {
+        let pack = packable(key, &loc).is_some();
+        let fits = match &*self {
+            KeyMap::Packed(b) => {
+                Some(PackedIter(b).count() < SMALL_KEYS_MAX || self.get_ref(key).is_some())
+            }
+            _ => None,
+        };
+        if let Some(fits) = fits {
+            if let (true, Some((seg, value)), KeyMap::Packed(b)) =
+                (fits, packable(key, &loc), &mut *self)
+            {
+                let (blob, old) = packed_with(b, key, Some((seg, value)));
+                *b = blob;
+                return old;
+            }
+            self.unpack();
+        }
+        let old = match self {
+            KeyMap::Packed(_) => unreachable!("unpacked above"),
             KeyMap::Small(v) => match v.binary_search_by(|(k, _)| (**k).cmp(key)) {
                 Ok(i) => Some(std::mem::replace(&mut v[i].1, loc)),
                 Err(i) if v.len() < SMALL_KEYS_MAX => {
@@ -293,15 +496,27 @@ impl KeyMap {
                     None
                 }
             },
+        };
+        if pack {
+            self.try_pack();
         }
+        old
     }
 
     pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Loc> {
         match self {
+            KeyMap::Packed(b) => {
+                let (blob, old) = packed_with(b, key, None);
+                if old.is_some() {
+                    *b = blob;
+                }
+                old
+            }
             KeyMap::Small(v) => {
                 let i = v.binary_search_by(|(k, _)| (**k).cmp(key)).ok()?;
                 let (_, loc) = v.remove(i);
                 v.shrink_to_fit();
+                self.try_pack();
                 Some(loc)
             }
             KeyMap::Large(m) => m.remove(key),
@@ -310,20 +525,58 @@ impl KeyMap {
 
     pub(crate) fn is_empty(&self) -> bool {
         match self {
+            KeyMap::Packed(b) => b.is_empty(),
             KeyMap::Small(v) => v.is_empty(),
             KeyMap::Large(m) => m.is_empty(),
         }
     }
 
+    /// Heap bytes the map holds (what `Index::bytes` sums): its buffer or slots, and each
+    /// entry's extra (`entry_extra`). Linear in the entries; `Index` keeps `Large` maps' share
+    /// up to date incrementally instead.
+    pub(crate) fn heap_bytes(&self) -> u64 {
+        match self {
+            KeyMap::Packed(b) => alloc_bytes(b.len()),
+            KeyMap::Small(v) => {
+                alloc_bytes(v.capacity() * std::mem::size_of::<(Key, Loc)>())
+                    + v.iter().map(|(k, l)| entry_extra(k, l)).sum::<u64>()
+            }
+            KeyMap::Large(m) => m
+                .iter()
+                .map(|(k, l)| LARGE_ENTRY_BYTES + entry_extra(k, l))
+                .sum(),
+        }
+    }
+
     /// Entries in key order.
     pub(crate) fn iter(&self) -> Iter<'_> {
-        self.range((Bound::Unbounded, Bound::Unbounded))
+        match self {
+            KeyMap::Packed(b) => Iter::Packed(PackedIter(b)),
+            _ => self.range((Bound::Unbounded, Bound::Unbounded)),
+        }
     }
 
     /// Entries with keys inside `bounds`, in key order. An inverted range is empty (where
     /// `BTreeMap::range` would panic, callers answer it first).
     pub(crate) fn range(&self, bounds: (Bound<&[u8]>, Bound<&[u8]>)) -> Iter<'_> {
         match self {
+            KeyMap::Packed(b) => {
+                let inside = |k: &[u8]| {
+                    let lo = match bounds.0 {
+                        Bound::Included(x) => k >= x,
+                        Bound::Excluded(x) => k > x,
+                        Bound::Unbounded => true,
+                    };
+                    let hi = match bounds.1 {
+                        Bound::Included(x) => k <= x,
+                        Bound::Excluded(x) => k < x,
+                        Bound::Unbounded => true,
+                    };
+                    lo && hi
+                };
+                let v: Vec<_> = PackedIter(b).filter(|(k, _)| inside(k)).collect();
+                Iter::Collected(v.into_iter())
+            }
             KeyMap::Small(v) => {
                 let at = |b: Bound<&[u8]>, after_equal: bool, none: usize| match b {
                     Bound::Included(x) => {
@@ -346,8 +599,10 @@ impl KeyMap {
 impl IntoIterator for KeyMap {
     type Item = (Key, Loc);
     type IntoIter = std::vec::IntoIter<(Key, Loc)>;
-    fn into_iter(self) -> Self::IntoIter {
+    fn into_iter(mut self) -> Self::IntoIter {
+        self.unpack();
         match self {
+            KeyMap::Packed(_) => unreachable!("unpacked above"),
             KeyMap::Small(v) => v.into_iter(),
             KeyMap::Large(m) => m.into_iter().collect::<Vec<_>>().into_iter(),
         }
@@ -356,16 +611,21 @@ impl IntoIterator for KeyMap {
 
 /// An iterator over a [`KeyMap`]'s entries.
 pub(crate) enum Iter<'a> {
+    Packed(PackedIter<'a>),
+    /// A packed map's entries, collected (for ranges and iterating backwards).
+    Collected(std::vec::IntoIter<(&'a [u8], LocRef<'a>)>),
     Small(std::slice::Iter<'a, (Key, Loc)>),
     Large(std::collections::btree_map::Range<'a, Key, Loc>),
 }
 
 impl<'a> Iterator for Iter<'a> {
-    type Item = (&'a Key, &'a Loc);
+    type Item = (&'a [u8], LocRef<'a>);
     fn next(&mut self) -> Option<Self::Item> {
         match self {
-            Iter::Small(i) => i.next().map(|(k, l)| (k, l)),
-            Iter::Large(i) => i.next(),
+            Iter::Packed(i) => i.next(),
+            Iter::Collected(i) => i.next(),
+            Iter::Small(i) => i.next().map(|(k, l)| (&**k, LocRef::Full(l))),
+            Iter::Large(i) => i.next().map(|(k, l)| (&**k, LocRef::Full(l))),
         }
     }
 }
@@ -373,8 +633,14 @@ impl<'a> Iterator for Iter<'a> {
 impl DoubleEndedIterator for Iter<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
         match self {
-            Iter::Small(i) => i.next_back().map(|(k, l)| (k, l)),
-            Iter::Large(i) => i.next_back(),
+            Iter::Packed(i) => {
+                let v: Vec<_> = i.collect();
+                *self = Iter::Collected(v.into_iter());
+                self.next_back()
+            }
+            Iter::Collected(i) => i.next_back(),
+            Iter::Small(i) => i.next_back().map(|(k, l)| (&**k, LocRef::Full(l))),
+            Iter::Large(i) => i.next_back().map(|(k, l)| (&**k, LocRef::Full(l))),
         }
     }
 }
@@ -383,29 +649,96 @@ impl DoubleEndedIterator for Iter<'_> {
 #[derive(Default, Debug)]
 pub(crate) struct Index {
     pub(crate) objects: BTreeMap<ObjectId, KeyMap>,
+    /// Heap bytes held: `OBJECT_SLOT_BYTES` per object plus each map's `heap_bytes`, kept up
+    /// to date by every change (an estimate of what the allocator holds, checked in tests
+    /// against the sum and in `tests/tests/memory.rs` against the resident set).
+    bytes: u64,
 }
 
 impl Index {
-    pub(crate) fn get(&self, obj: &ObjectId, key: &[u8]) -> Option<&Loc> {
+    pub(crate) fn get(&self, obj: &ObjectId, key: &[u8]) -> Option<Loc> {
         self.objects.get(obj)?.get(key)
+    }
+
+    /// The segment of a key's entry, if it exists (no copy of its value).
+    pub(crate) fn seg_of(&self, obj: &ObjectId, key: &[u8]) -> Option<u32> {
+        Some(self.objects.get(obj)?.get_ref(key)?.seg())
+    }
+
+    /// Heap bytes the index holds (see the field).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Runs `change` on `obj`'s map (made if absent), keeping `bytes` true, and drops the map
+    /// if it ends empty.
+    fn change<R>(&mut self, obj: &ObjectId, change: impl FnOnce(&mut KeyMap) -> (R, i64)) -> R {
+        let map = match self.objects.entry(*obj) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                self.bytes += OBJECT_SLOT_BYTES;
+                e.insert(KeyMap::default())
+            }
+        };
+        // `Large` maps are charged incrementally (`change` reports the delta); the rest are
+        // small enough to measure before and after.
+        let large = matches!(map, KeyMap::Large(_));
+        let before = if large { 0 } else { map.heap_bytes() };
+        let (out, delta) = change(map);
+        let after = if large { 0 } else { map.heap_bytes() };
+        let empty = map.is_empty();
+        self.bytes = (self.bytes as i64 + after as i64 - before as i64 + delta).max(0) as u64;
+        if empty && let Some(m) = self.objects.remove(obj) {
+            self.bytes = self
+                .bytes
+                .saturating_sub(OBJECT_SLOT_BYTES + m.heap_bytes());
+        }
+        out
     }
 
     /// Sets a key, returning the location it replaces.
     pub(crate) fn put(&mut self, obj: &ObjectId, key: &[u8], loc: Loc) -> Option<Loc> {
-        self.objects.entry(*obj).or_default().insert(key, loc)
+        self.change(obj, |map| {
+            let large = matches!(map, KeyMap::Large(_));
+            let add = entry_extra(key, &loc) as i64;
+            let old = map.insert(key, loc);
+            let delta = match (&old, large) {
+                (_, false) => 0,
+                (None, true) => add + LARGE_ENTRY_BYTES as i64,
+                (Some(o), true) => add - entry_extra(key, o) as i64,
+            };
+            (old, delta)
+        })
     }
 
     pub(crate) fn delete(&mut self, obj: &ObjectId, key: &[u8]) -> Option<Loc> {
-        let map = self.objects.get_mut(obj)?;
-        let old = map.remove(key);
-        if map.is_empty() {
-            self.objects.remove(obj);
+        if !self.objects.contains_key(obj) {
+            return None;
         }
-        old
+        self.change(obj, |map| {
+            let large = matches!(map, KeyMap::Large(_));
+            let old = map.remove(key);
+            let delta = match (&old, large) {
+                (Some(o), true) => -((LARGE_ENTRY_BYTES + entry_extra(key, o)) as i64),
+                _ => 0,
+            };
+            (old, delta)
+        })
     }
 
     pub(crate) fn delete_all(&mut self, obj: &ObjectId) -> Option<KeyMap> {
-        self.objects.remove(obj)
+        let m = self.objects.remove(obj)?;
+        self.bytes = self
+            .bytes
+            .saturating_sub(OBJECT_SLOT_BYTES + m.heap_bytes());
+        Some(m)
+    }
+
+    /// Packs `obj`'s map if every entry has become packable (its records are written).
+    pub(crate) fn repack(&mut self, obj: &ObjectId) {
+        if matches!(self.objects.get(obj), Some(KeyMap::Small(_))) {
+            self.change(obj, |map| (map.try_pack(), 0));
+        }
     }
 
     pub(crate) fn objects_after(&self, after: Option<&ObjectId>, limit: usize) -> Vec<ObjectId> {
