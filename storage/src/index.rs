@@ -800,9 +800,10 @@ mod tests {
     }
 
     #[test]
-    fn key_map_matches_a_btree_map_small_and_large() {
+    fn key_map_matches_a_btree_map_packed_small_and_large() {
         // A small deterministic generator; keys from a small alphabet so puts overwrite,
-        // deletes hit, and maps cross SMALL_KEYS_MAX both ways.
+        // deletes hit, and maps cross SMALL_KEYS_MAX both ways. Values are either small and
+        // in memory (packable) or on disk (not), so maps also go packed and back.
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = move || {
             x ^= x << 13;
@@ -810,29 +811,46 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let loc = |n: u64| Loc::Disk {
-            seg: n as u32,
-            off: n,
-            len: 1,
-        };
-        let seg = |l: Option<&Loc>| l.map(Loc::seg);
-        let mut ours = KeyMap::default();
+        let mut index = Index::default();
+        let obj = [7u8; 32];
         let mut model: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-        for step in 0..4000u64 {
+        let mut packed_seen = false;
+        let seg = |l: Option<Loc>| l.map(|l| l.seg());
+        for step in 0..6000u64 {
             let key = vec![b'a' + (next() % 40) as u8; 1 + (next() % 3) as usize];
             if next() % 3 == 0 {
                 assert_eq!(
-                    seg(ours.remove(&key).as_ref()),
+                    seg(index.delete(&obj, &key)),
                     model.remove(&key).map(|n| n as u32)
                 );
             } else {
+                let loc = if next() % 8 == 0 {
+                    Loc::Disk {
+                        seg: step as u32,
+                        off: step,
+                        len: 1,
+                    }
+                } else {
+                    Loc::Mem(Value::loaded(step.to_be_bytes().to_vec(), step as u32))
+                };
                 let old = model.insert(key.clone(), step);
-                assert_eq!(
-                    seg(ours.insert(&key, loc(step)).as_ref()),
-                    old.map(|n| n as u32)
-                );
+                assert_eq!(seg(index.put(&obj, &key, loc)), old.map(|n| n as u32));
             }
-            assert_eq!(seg(ours.get(&key)), model.get(&key).map(|n| *n as u32));
+            assert_eq!(
+                seg(index.get(&obj, &key)),
+                model.get(&key).map(|n| *n as u32)
+            );
+            packed_seen |= matches!(index.objects.get(&obj), Some(KeyMap::Packed(_)));
+            let want_bytes = index
+                .objects
+                .values()
+                .map(|m| OBJECT_SLOT_BYTES + m.heap_bytes())
+                .sum::<u64>();
+            assert_eq!(index.bytes(), want_bytes, "step {step}");
+            let Some(ours) = index.objects.get(&obj) else {
+                assert!(model.is_empty());
+                continue;
+            };
             let a = vec![b'a' + (next() % 40) as u8];
             let b = vec![b'a' + (next() % 40) as u8];
             let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
@@ -846,36 +864,79 @@ mod tests {
                 if matches!(bd, (Bound::Excluded(l), Bound::Included(h)) if l == h) {
                     continue;
                 }
-                let got: Vec<Vec<u8>> = ours.range(bd).rev().map(|(k, _)| k.to_vec()).collect();
-                let want: Vec<Vec<u8>> = model
+                let got: Vec<(Vec<u8>, u32)> = ours
+                    .range(bd)
+                    .rev()
+                    .map(|(k, l)| (k.to_vec(), l.seg()))
+                    .collect();
+                let want: Vec<(Vec<u8>, u32)> = model
                     .range::<[u8], _>(bd)
                     .rev()
-                    .map(|(k, _)| k.clone())
+                    .map(|(k, n)| (k.clone(), *n as u32))
                     .collect();
                 assert_eq!(got, want, "step {step} {bd:?}");
             }
+            let all: Vec<Vec<u8>> = ours.iter().map(|(k, _)| k.to_vec()).collect();
+            assert_eq!(all, model.keys().cloned().collect::<Vec<_>>());
         }
-        let all: Vec<Vec<u8>> = ours.into_iter().map(|(k, _)| k.to_vec()).collect();
-        assert_eq!(all, model.keys().cloned().collect::<Vec<_>>());
+        assert!(packed_seen, "the walk went through packed maps");
+        let left = index.delete_all(&obj).map(|m| m.into_iter().count());
+        assert_eq!(left, (!model.is_empty()).then_some(model.len()));
+        assert_eq!(index.bytes(), 0);
     }
 
     #[test]
-    fn a_small_object_costs_its_entries_not_a_tree_node() {
-        let mut m = KeyMap::default();
-        for k in [&b"v"[..], b"\0meta:class", b"\0meta:name"] {
-            m.insert(
-                k,
-                Loc::Disk {
-                    seg: 0,
-                    off: 0,
-                    len: 0,
-                },
-            );
+    fn a_durable_counter_is_one_small_buffer_and_keeps_no_record() {
+        let mut index = Index::default();
+        let obj = [1u8; 32];
+        let rec = Rc::new(RecordBuf {
+            body: crate::format::encode_body(&crate::format::Body { ops: Vec::new() }),
+            seg: Cell::new(SEG_PENDING),
+            body_off: Cell::new(0),
+            dead_bytes: Cell::new(0),
+            put_bytes: 0,
+            has_large: false,
+            tombstones: 0,
+        });
+        // Three small values, the way a counter's record holds them (the record's body here is
+        // an empty batch; the values are plain, as loaded), then one pending in a record.
+        for (k, v) in [
+            (&b"\x01value"[..], &7u64.to_be_bytes()[..]),
+            (b"\0c", b"counter"),
+            (b"\0n", b"m123456"),
+        ] {
+            index.put(&obj, k, Loc::Mem(Value::loaded(v.to_vec(), 3)));
         }
-        let KeyMap::Small(v) = &m else {
-            panic!("three keys stay small")
+        let Some(KeyMap::Packed(b)) = index.objects.get(&obj) else {
+            panic!("durable small values are packed")
         };
-        assert_eq!(v.capacity(), 3, "sized exactly");
+        assert_eq!(b.len(), 3 * 6 + 6 + 8 + 2 + 7 + 2 + 7);
+        assert_eq!(index.bytes(), OBJECT_SLOT_BYTES + alloc_bytes(b.len()));
+        assert!(index.bytes() < 200, "{} bytes for a counter", index.bytes());
+        let bytes = |l: Option<Loc>| match l {
+            Some(Loc::Mem(v)) => Some(v.to_vec()),
+            _ => None,
+        };
+        assert_eq!(bytes(index.get(&obj, b"\0c")), Some(b"counter".to_vec()));
+
+        // A write not yet durable lives in its record; the map unpacks until it is written.
+        let pending = Value::in_record(rec.clone(), 0..0);
+        index.put(&obj, b"\x01value", Loc::Mem(pending));
+        assert!(matches!(index.objects.get(&obj), Some(KeyMap::Small(_))));
+        assert_eq!(Rc::strong_count(&rec), 2);
+        rec.seg.set(4);
+        index.repack(&obj);
+        assert!(matches!(index.objects.get(&obj), Some(KeyMap::Packed(_))));
+        assert_eq!(Rc::strong_count(&rec), 1, "the record is no longer held");
+        assert_eq!(index.seg_of(&obj, b"\x01value"), Some(4));
+        assert_eq!(bytes(index.get(&obj, b"\x01value")), Some(Vec::new()));
+        let want = OBJECT_SLOT_BYTES + index.objects[&obj].heap_bytes();
+        assert_eq!(index.bytes(), want);
+    }
+
+    #[test]
+    fn key_map_sizes() {
         assert_eq!(std::mem::size_of::<(Key, Loc)>(), 64);
+        assert!(std::mem::size_of::<KeyMap>() <= 32);
     }
 }
