@@ -57,7 +57,16 @@
 //! current buffer, the runner task, the instance's box; sizes taken with
 //! `size_of`, plus `ALLOC_SLACK` per allocation), what the instance reports in
 //! `Object::memory_bytes`, and `object_overhead_bytes` (a configurable margin).
-//! The storage index is not in it: see docs/ARCHITECTURE.md, "Memory".
+//! The shard's storage index (every key of every object, kept in memory) is
+//! charged against the same budget (`Store::index_bytes`): objects get what
+//! the index leaves. Eviction runs on the timer tick and, so that a burst of
+//! new objects cannot outrun the tick, whenever an activation takes the
+//! charge over the budget; it then evicts down to 15/16 of what is left, so
+//! that the next activations do not each pay for a pass over the table. When
+//! the index alone outgrows the budget, every idle object is evicted at once
+//! and a warning is printed (once per crossing); the index keeps growing (it
+//! is the data), which `cairn_storage_index_bytes` shows. See
+//! docs/OPERATIONS.md, "Sizing the memory budget".
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
@@ -221,6 +230,9 @@ pub struct ShardStats {
     pub store: crate::store::StoreStats,
     /// Objects in memory.
     pub active_objects: u64,
+    /// Bytes charged to the objects in memory (the budget less
+    /// `store.index_bytes` bounds it).
+    pub object_memory_bytes: u64,
     /// Events queued or running, over all objects.
     pub queued_events: u64,
     /// The deepest object queue.
@@ -358,6 +370,12 @@ pub(crate) struct HostInner {
     metrics: RefCell<HostMetrics>,
     /// HTTP requests by class, then status.
     requests: RefCell<HashMap<String, HashMap<u16, RequestStats>>>,
+    /// Bytes charged to active objects as of the last eviction pass, plus the
+    /// initial charge of every activation since (what decides whether an
+    /// activation runs a pass; the pass recomputes it).
+    charged: Cell<u64>,
+    /// The storage index alone is over the budget (warned once per crossing).
+    index_over: Cell<bool>,
     /// INVARIANT: while a handler is being polled, its event's call chain and
     /// its own ID; `None` between polls. Single thread: set and cleared
     /// around each poll by [`Guarded`], read by [`HostInner::call`].
@@ -395,6 +413,8 @@ impl ObjectHost {
                 forwarder: RefCell::new(None),
                 no_chain: Rc::new(Vec::new()),
                 request_seq: Cell::new(0),
+                charged: Cell::new(0),
+                index_over: Cell::new(false),
                 metrics: RefCell::new(HostMetrics::default()),
                 requests: RefCell::new(HashMap::new()),
                 polling: RefCell::new(None),
@@ -531,6 +551,7 @@ impl ObjectHost {
             host: inner.metrics.borrow().clone(),
             store: inner.store.stats(),
             active_objects: active.len() as u64,
+            object_memory_bytes: active.values().map(|a| a.memory_bytes.get()).sum(),
             queued_events: active.values().map(|a| a.pending.get() as u64).sum(),
             queue_depth_max: active
                 .values()
@@ -574,10 +595,37 @@ impl ObjectHost {
     }
 
     /// Evicts objects idle for `idle_ms_evict` as of `now_ms`, then least
-    /// recently used idle objects until the memory budget holds. Busy objects
-    /// and objects with writes not yet durable stay. Returns how many went.
+    /// recently used idle objects until the memory budget (less the storage
+    /// index's bytes) holds. Busy objects and objects with writes not yet
+    /// durable stay. Returns how many went.
     pub fn evict(&self, now_ms: u64) -> usize {
-        let inner = &self.inner;
+        self.inner.evict(now_ms)
+    }
+}
+
+impl HostInner {
+    /// What the budget leaves for active objects: the budget less the storage
+    /// index's bytes. Warns once each time the index alone goes over it.
+    fn object_budget(&self) -> u64 {
+        let budget = self.cfg.object_memory_bytes_max;
+        let index = self.store.index_bytes();
+        let over = index > budget;
+        if over && !self.index_over.get() {
+            eprintln!(
+                "warning: shard {}: the storage index holds {index} bytes, over the memory budget \
+                 of {budget} (--object-memory-bytes-max); idle objects are evicted at once and \
+                 memory grows with the data: raise the budget (docs/OPERATIONS.md)",
+                self.cfg.shard_id
+            );
+        }
+        self.index_over.set(over);
+        budget.saturating_sub(index)
+    }
+
+    /// See [`ObjectHost::evict`].
+    fn evict(&self, now_ms: u64) -> usize {
+        let inner = self;
+        let allow = inner.object_budget();
         let mut active = inner.active.borrow_mut();
         let evictable = |a: &Active| a.pending.get() == 0 && !a.state.has_unconfirmed_writes();
         let before = active.len();
@@ -592,25 +640,32 @@ impl ObjectHost {
         });
         inner.sockets.metrics.borrow_mut().hibernations += hibernated;
         let mut total: u64 = active.values().map(|a| a.memory_bytes.get()).sum();
-        if total > inner.cfg.object_memory_bytes_max {
+        if total > allow {
+            // Down to a low watermark, so that the activations that follow do not
+            // each run a pass (see the module docs).
+            let low = allow - allow / 16;
             let mut lru: Vec<(u64, ObjectId, u64)> = active
                 .iter()
                 .filter(|(_, a)| evictable(a))
                 .map(|(id, a)| (a.last_used_ms.get(), *id, a.memory_bytes.get()))
                 .collect();
-            lru.sort();
+            lru.sort_unstable();
             for (_, id, bytes) in lru {
-                if total <= inner.cfg.object_memory_bytes_max {
+                if total <= low {
                     break;
                 }
                 active.remove(&id);
                 total -= bytes;
             }
         }
+        inner.charged.set(total);
         let gone = before - active.len();
         inner.metrics.borrow_mut().evictions += gone as u64;
         gone
     }
+}
+
+impl ObjectHost {
 
     /// Drops the in-memory instance of `id` if it is idle (no queued event, no
     /// write awaiting durability), so its next event re-reads storage; used by
@@ -887,6 +942,7 @@ impl HostInner {
             this.cfg.shard_id
         );
         let existing = this.active.borrow().get(&target.id).cloned();
+        let fresh = existing.is_none();
         let active = match existing {
             Some(a) => a,
             None => {
@@ -899,7 +955,14 @@ impl HostInner {
         match active.queue.try_send(ev) {
             Ok(()) => {
                 active.pending.set(active.pending.get() + 1);
-                active.last_used_ms.set((this.clock)());
+                let now = (this.clock)();
+                active.last_used_ms.set(now);
+                // A new object may take the charge over the budget: evict now
+                // rather than at the next tick (this one is busy, so it stays).
+                if fresh && this.charged.get() > this.object_budget()
+                {
+                    this.evict(now);
+                }
                 Ok(())
             }
             Err(ev) => Err(Box::new(ev)),
@@ -938,6 +1001,8 @@ impl HostInner {
         this.active
             .borrow_mut()
             .insert(state.target.id, active.clone());
+        this.charged
+            .set(this.charged.get() + active.memory_bytes.get());
         this.metrics.borrow_mut().activations += 1;
         active
     }
