@@ -13,6 +13,6 @@ if [ "${1:-}" = "--release" ]; then
     shift
 fi
 export CAIRN_MEMORY_OBJECTS="${1:-1000000}"
-export CAIRN_MEMORY_BUDGET="${2:-33554432}"
+export CAIRN_MEMORY_BUDGET="${2:-134217728}"
 cargo test -q -p cairn-tests --test memory -- --ignored --nocapture 2>&1 | tee "${TMPDIR:-/tmp}/cairn-memory-1m.log"
 grep '^memory:' "${TMPDIR:-/tmp}/cairn-memory-1m.log" | tail -1

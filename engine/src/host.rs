@@ -666,7 +666,6 @@ impl HostInner {
 }
 
 impl ObjectHost {
-
     /// Drops the in-memory instance of `id` if it is idle (no queued event, no
     /// write awaiting durability), so its next event re-reads storage; used by
     /// the admin import, which writes storage behind the object's back.
@@ -959,8 +958,7 @@ impl HostInner {
                 active.last_used_ms.set(now);
                 // A new object may take the charge over the budget: evict now
                 // rather than at the next tick (this one is busy, so it stays).
-                if fresh && this.charged.get() > this.object_budget()
-                {
+                if fresh && this.charged.get() > this.object_budget() {
                     this.evict(now);
                 }
                 Ok(())
@@ -1169,12 +1167,13 @@ async fn run_object(
         if let Some(a) = active.upgrade() {
             a.pending.set(a.pending.get() - 1);
             a.last_used_ms.set((host.clock)());
-            a.memory_bytes.set(
-                a.fixed_bytes
-                    + a.queue.heap_bytes() as u64
-                    + host.cfg.object_overhead_bytes
-                    + instance.memory_bytes() as u64,
-            );
+            let bytes = a.fixed_bytes
+                + a.queue.heap_bytes() as u64
+                + host.cfg.object_overhead_bytes
+                + instance.memory_bytes() as u64;
+            let charged = host.charged.get() + bytes;
+            host.charged
+                .set(charged.saturating_sub(a.memory_bytes.replace(bytes)));
         }
     }
 }
