@@ -99,7 +99,8 @@ pub struct HostConfig {
     pub object_queue_depth_max: usize,
     /// Idle time after which an object is evicted. Default 60000.
     pub idle_ms_evict: u64,
-    /// In-memory object budget; least recently used idle objects go first. Default 256 MiB.
+    /// Memory budget: the storage index plus the objects in memory; least
+    /// recently used idle objects go first. Default 256 MiB.
     pub object_memory_bytes_max: u64,
     /// Bytes charged per active object on top of its measured footprint (the
     /// runtime's structures for it and its own `memory_bytes`). Default 256.

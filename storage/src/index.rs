@@ -937,6 +937,11 @@ mod tests {
     #[test]
     fn key_map_sizes() {
         assert_eq!(std::mem::size_of::<(Key, Loc)>(), 64);
-        assert!(std::mem::size_of::<KeyMap>() <= 32);
+        assert!(
+            std::mem::size_of::<KeyMap>() <= 32,
+            "{}",
+            std::mem::size_of::<KeyMap>()
+        );
+        eprintln!("KeyMap {}", std::mem::size_of::<KeyMap>());
     }
 }
