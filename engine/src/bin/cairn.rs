@@ -10,6 +10,14 @@ use cairn_engine::object::Classes;
 use cairn_engine::shard::{self, ShardTask};
 use cairn_engine::{builtins, http};
 
+/// mimalloc rather than glibc malloc: with glibc, the storage index's small
+/// long-lived buffers (one per object) split the holes that commit groups
+/// and evicted objects leave, and at 500,000 counters half the heap was free
+/// but not returnable; mimalloc's size-segregated pages do not mix them
+/// (docs/ARCHITECTURE.md, "Memory"; storage/examples/index_memory.rs).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cmd = match config::parse(std::env::args().skip(1), |k| std::env::var(k).ok()) {
         Ok(c) => c,
