@@ -395,7 +395,9 @@ fn memory_budget_evicts_least_recently_used_first() {
             object_overhead_bytes: 0,
             // Room for two (each is over 1000 bytes, so a third's initial
             // charge, its footprint without the 1000 it reports, does not fit).
-            object_memory_bytes_max: 2 * each + 100,
+            // A quarter of the budget is held back (BUDGET_RESERVE_DIVISOR).
+            object_memory_bytes_max: (2 * each + 100) * BUDGET_RESERVE_DIVISOR
+                / (BUDGET_RESERVE_DIVISOR - 1),
             ..HostConfig::default()
         };
         let r = rig_with(cfg, false).await;

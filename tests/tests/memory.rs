@@ -28,13 +28,16 @@ const PIPELINE: u64 = 32;
 /// 1.9 KiB, plus `object_overhead_bytes`, 256);
 /// used to bound the active count.
 const OBJECT_BYTES: u64 = 512;
-/// What the process may hold above the start baseline and the budget: what
-/// the runtime does not itemise (requests in flight, connection and commit
-/// buffers, allocator pages held for reuse while objects churn). Measured
-/// (release, 2 shards, docs/RELIABILITY.md "Memory, 1,000,000 objects"): 9 to
-/// 16 MiB with every object evicted at once; 30 to 60 MiB at the peak of a
-/// run that activates and evicts 20,000 to 60,000 objects a second.
-const SLACK: u64 = 64 << 20;
+/// What the process may hold above the start baseline and the budget. The
+/// engine holds back a quarter of the budget for what it does not itemise
+/// (requests in flight, connection and commit buffers, allocator pages held
+/// for reuse while objects churn); this covers what that quarter cannot at a
+/// budget of a few MiB: measured 6 to 16 MiB at any budget (release and
+/// debug, 2 shards, docs/RELIABILITY.md "Memory, 1,000,000 objects").
+const SLACK: u64 = 16 << 20;
+/// Most a counter may cost in the storage index (measured 152 bytes;
+/// operators size the budget by it: docs/OPERATIONS.md).
+const INDEX_BYTES_PER_COUNTER_MAX: u64 = 200;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -241,8 +244,13 @@ fn run(objects: u64, budget: u64, conns: u64) {
             "shard {shard} keeps {n} objects in memory, over (budget {budget} - index) / {OBJECT_BYTES}"
         );
     }
-    // The budget covers the index and the objects in memory; the rest is the
-    // baseline at start and SLACK. This is the promise operators size by.
+    assert!(
+        index_total <= objects * INDEX_BYTES_PER_COUNTER_MAX,
+        "the index holds {index_total} bytes for {objects} counters"
+    );
+    // The budget covers the index, the objects in memory and what the
+    // runtime does not itemise; the rest is the baseline at start and SLACK.
+    // This is the promise operators size by.
     let bound = rss0 + total_budget + SLACK;
     assert!(
         rss_max <= bound,
