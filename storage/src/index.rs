@@ -650,6 +650,35 @@ impl DoubleEndedIterator for Iter<'_> {
     }
 }
 
+thread_local! {
+    /// True while this thread runs a change to an index (see [`in_index_change`]).
+    static IN_INDEX: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True while this thread is inside a change to a store's in-memory index: what it allocates
+/// then is the index's, and lives as long as the data. A global allocator may use this to put
+/// the index's memory apart from everything else: the `cairn` binary does, so that the index's
+/// small long-lived buffers do not pin the pages of short-lived objects
+/// (docs/ARCHITECTURE.md, "Memory"). Cheap (a thread-local read); never allocates.
+pub fn in_index_change() -> bool {
+    IN_INDEX.try_with(Cell::get).unwrap_or(false)
+}
+
+/// Marks the current thread as inside an index change until dropped.
+struct ChangeScope(bool);
+
+impl ChangeScope {
+    fn enter() -> ChangeScope {
+        ChangeScope(IN_INDEX.with(|c| c.replace(true)))
+    }
+}
+
+impl Drop for ChangeScope {
+    fn drop(&mut self) {
+        IN_INDEX.with(|c| c.set(self.0));
+    }
+}
+
 /// Per-object ordered maps.
 #[derive(Default, Debug)]
 pub(crate) struct Index {
@@ -678,6 +707,7 @@ impl Index {
     /// Runs `change` on `obj`'s map (made if absent), keeping `bytes` true, and drops the map
     /// if it ends empty.
     fn change<R>(&mut self, obj: &ObjectId, change: impl FnOnce(&mut KeyMap) -> (R, i64)) -> R {
+        let _scope = ChangeScope::enter();
         let map = match self.objects.entry(*obj) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {

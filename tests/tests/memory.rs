@@ -154,6 +154,11 @@ fn touch(addr: std::net::SocketAddr, range: std::ops::Range<u64>, done: &AtomicU
 
 fn run(objects: u64, budget: u64, conns: u64) {
     let b = budget.to_string();
+    // Experiment knob: idle eviction after this many ms (default: an hour, so
+    // that only the budget evicts); with it set, the RSS after every object
+    // went idle is printed too.
+    let idle_ms = env_u64("CAIRN_MEMORY_IDLE_MS", 3_600_000);
+    let idle = idle_ms.to_string();
     // Idle eviction off (an hour), so only the budget evicts.
     let s = Server::start_with(
         SHARDS,
@@ -161,7 +166,7 @@ fn run(objects: u64, budget: u64, conns: u64) {
             "--object-memory-bytes-max",
             &b,
             "--idle-ms-evict",
-            "3600000",
+            &idle,
             "--segment-bytes",
             "67108864",
         ],
@@ -205,6 +210,14 @@ fn run(objects: u64, budget: u64, conns: u64) {
     let charged = gauge(&s, "cairn_object_memory_bytes");
     let index_total: u64 = index.values().sum();
     let rss_end = rss_bytes(s.pid()).unwrap_or(0);
+    if idle_ms < 60_000 {
+        std::thread::sleep(Duration::from_millis(idle_ms + 2500));
+        let gone = gauge(&s, "cairn_active_objects");
+        eprintln!(
+            "memory: after {idle_ms} ms idle: active {gone:?}, RSS {:.1} MiB",
+            rss_bytes(s.pid()).unwrap_or(0) as f64 / (1 << 20) as f64
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     let (rss_max, (index_at_max, charged_at_max)) = sampler.join().expect("sampler");
     let rss_max = rss_max.max(rss_end);
