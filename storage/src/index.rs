@@ -371,7 +371,9 @@ pub(crate) enum KeyMap {
     Packed(Box<[u8]>),
     /// Sorted by key, no duplicates, at most `SMALL_KEYS_MAX` entries, capacity = length.
     Small(Vec<(Key, Loc)>),
-    /// More keys (boxed, so that the enum is 24 bytes: it sits in every object's slot).
+    /// More keys (boxed, so that the enum is 24 bytes: it sits in every object's slot, and
+    /// large maps are few).
+    #[allow(clippy::box_collection)]
     Large(Box<BTreeMap<Key, Loc>>),
 }
 

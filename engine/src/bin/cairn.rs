@@ -85,10 +85,11 @@ mod alloc {
     unsafe impl GlobalAlloc for Alloc {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             match index_heap() {
-                // SAFETY: a live heap of this thread; size and alignment from
-                // a valid layout.
                 Some(h) => {
-                    unsafe { mi_heap_malloc_aligned(h, layout.size(), layout.align()) }.cast()
+                    // SAFETY: a live heap of this thread; size and alignment
+                    // from a valid layout.
+                    let p = unsafe { mi_heap_malloc_aligned(h, layout.size(), layout.align()) };
+                    p.cast()
                 }
                 // SAFETY: forwarded with the caller's guarantees.
                 None => unsafe { mimalloc::MiMalloc.alloc(layout) },
@@ -97,9 +98,10 @@ mod alloc {
 
         unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
             match index_heap() {
-                // SAFETY: as in `alloc`.
                 Some(h) => {
-                    unsafe { mi_heap_zalloc_aligned(h, layout.size(), layout.align()) }.cast()
+                    // SAFETY: as in `alloc`.
+                    let p = unsafe { mi_heap_zalloc_aligned(h, layout.size(), layout.align()) };
+                    p.cast()
                 }
                 // SAFETY: forwarded with the caller's guarantees.
                 None => unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) },
@@ -113,11 +115,12 @@ mod alloc {
 
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
             match index_heap() {
-                // SAFETY: `ptr` came from mimalloc with `layout`; the heap is
-                // a live heap of this thread.
                 Some(h) => {
-                    unsafe { mi_heap_realloc_aligned(h, ptr.cast(), new_size, layout.align()) }
-                        .cast()
+                    let (p, align) = (ptr.cast(), layout.align());
+                    // SAFETY: `ptr` came from mimalloc with `layout`; the heap
+                    // is a live heap of this thread.
+                    let q = unsafe { mi_heap_realloc_aligned(h, p, new_size, align) };
+                    q.cast()
                 }
                 // SAFETY: forwarded with the caller's guarantees.
                 None => unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) },
