@@ -2,7 +2,9 @@
 # Touches 1,000,000 distinct counter objects (one increment each, 64 pipelined
 # connections) and records the server's resident set against the configured
 # per-shard object budget.
-# Usage: scripts/memory-1m.sh [--release] [objects] [budget-bytes-per-shard].
+# Usage: scripts/memory-1m.sh [--release] [objects] [budget-bytes-per-shard]
+# (defaults 1000000 and 134217728, 128 MiB: the index of 1M counters takes
+# about 73 MiB per shard; see docs/OPERATIONS.md, "Sizing the memory budget").
 # `--release` measures a release build of `cairn` (the default is the debug
 # build the tests use). The line starting "memory:" is the figure for
 # docs/RELIABILITY.md.

@@ -9,7 +9,9 @@
 //!
 //! The CI test touches 20,000 objects. The 1,000,000-object run is
 //! `#[ignore]`d (minutes): `scripts/memory-1m.sh`. `CAIRN_MEMORY_OBJECTS`,
-//! `CAIRN_MEMORY_BUDGET` (bytes per shard) and `CAIRN_MEMORY_CONNS` override.
+//! `CAIRN_MEMORY_BUDGET` (bytes per shard) and `CAIRN_MEMORY_CONNS` override;
+//! `CAIRN_MEMORY_IDLE_MS` (an experiment) turns idle eviction on and prints
+//! the RSS once every object went idle.
 //! The figures are printed (`memory: ...`) for `docs/RELIABILITY.md`.
 
 use std::collections::HashMap;
