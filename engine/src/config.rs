@@ -26,11 +26,13 @@ pub struct Config {
     pub mailbox_depth_max: usize,
     /// An object with no event for this long is evicted from memory. Default 60000.
     pub idle_ms_evict: u64,
-    /// Per-shard budget for objects in memory: each active object is charged its
-    /// runtime footprint (queue, task, bookkeeping; about 1.9 KiB) plus the state
-    /// it reports; above it the least recently used idle objects are evicted. The
-    /// storage index (every key of every object, in memory by design) is not
-    /// under it: see docs/ARCHITECTURE.md, "Memory". Default 268435456 (256 MiB).
+    /// Per-shard memory budget. A quarter is held back for what the runtime
+    /// does not itemise; the rest covers the storage index (every key of every
+    /// object, in memory by design; `cairn_storage_index_bytes`) plus the
+    /// objects in memory, each charged its runtime footprint (queue, task,
+    /// bookkeeping; about 2.1 KiB) plus the state it reports. Above it the
+    /// least recently used idle objects are evicted. See docs/OPERATIONS.md, "Sizing the
+    /// memory budget". Default 268435456 (256 MiB).
     pub object_memory_bytes_max: u64,
     /// Largest request body accepted. Default 1048576 (1 MiB).
     pub body_bytes_max: usize,
@@ -168,8 +170,9 @@ const OPTIONS: &[OptSpec] = &[
     OptSpec {
         flag: "object-memory-bytes-max",
         env: "CAIRN_OBJECT_MEMORY_BYTES_MAX",
-        help: "per-shard budget for active objects (footprint + state; not the storage index), \
-               LRU eviction above [default: 268435456]",
+        help: "per-shard memory budget: 3/4 for the storage index plus active objects \
+               (footprint + state), 1/4 held back; LRU eviction of idle objects above \
+               [default: 268435456]",
     },
     OptSpec {
         flag: "body-bytes-max",

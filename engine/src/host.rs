@@ -57,7 +57,18 @@
 //! current buffer, the runner task, the instance's box; sizes taken with
 //! `size_of`, plus `ALLOC_SLACK` per allocation), what the instance reports in
 //! `Object::memory_bytes`, and `object_overhead_bytes` (a configurable margin).
-//! The storage index is not in it: see docs/ARCHITECTURE.md, "Memory".
+//! The shard's storage index (every key of every object, kept in memory) is
+//! charged against the same budget (`Store::index_bytes`): objects get what
+//! the index leaves of 3/4 of it; the last quarter is held back for what is
+//! not itemised (`BUDGET_RESERVE_DIVISOR`), so that the process's resident
+//! set, less what it held at start, stays within the budget. Eviction runs on the timer tick and, so that a burst of
+//! new objects cannot outrun the tick, whenever an activation takes the
+//! charge over the budget; it then evicts down to 15/16 of what is left, so
+//! that the next activations do not each pay for a pass over the table. When
+//! the index alone outgrows the budget, every idle object is evicted at once
+//! and a warning is printed (once per crossing); the index keeps growing (it
+//! is the data), which `cairn_storage_index_bytes` shows. See
+//! docs/OPERATIONS.md, "Sizing the memory budget".
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
@@ -90,7 +101,8 @@ pub struct HostConfig {
     pub object_queue_depth_max: usize,
     /// Idle time after which an object is evicted. Default 60000.
     pub idle_ms_evict: u64,
-    /// In-memory object budget; least recently used idle objects go first. Default 256 MiB.
+    /// Memory budget: the storage index plus the objects in memory; least
+    /// recently used idle objects go first. Default 256 MiB.
     pub object_memory_bytes_max: u64,
     /// Bytes charged per active object on top of its measured footprint (the
     /// runtime's structures for it and its own `memory_bytes`). Default 256.
@@ -209,6 +221,13 @@ impl RequestStats {
     }
 }
 
+/// The share of the memory budget held back for what the runtime does not
+/// itemise (requests in flight, connection and commit buffers, tasks,
+/// allocator pages held for reuse while objects churn): 1/4. Measured at the
+/// peak of 1,000,000 counters on 2 shards × 128 MiB: 12-23% of the budget
+/// (docs/RELIABILITY.md); the index and the objects get the other 3/4.
+pub const BUDGET_RESERVE_DIVISOR: u64 = 4;
+
 /// One shard's statistics, as exported by `/_cairn/metrics`. `Send`: it is
 /// what shards mail each other when the metrics are gathered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -221,6 +240,9 @@ pub struct ShardStats {
     pub store: crate::store::StoreStats,
     /// Objects in memory.
     pub active_objects: u64,
+    /// Bytes charged to the objects in memory (the budget less
+    /// `store.index_bytes` bounds it).
+    pub object_memory_bytes: u64,
     /// Events queued or running, over all objects.
     pub queued_events: u64,
     /// The deepest object queue.
@@ -358,6 +380,12 @@ pub(crate) struct HostInner {
     metrics: RefCell<HostMetrics>,
     /// HTTP requests by class, then status.
     requests: RefCell<HashMap<String, HashMap<u16, RequestStats>>>,
+    /// Bytes charged to active objects as of the last eviction pass, plus the
+    /// initial charge of every activation since (what decides whether an
+    /// activation runs a pass; the pass recomputes it).
+    charged: Cell<u64>,
+    /// The storage index alone is over the budget (warned once per crossing).
+    index_over: Cell<bool>,
     /// INVARIANT: while a handler is being polled, its event's call chain and
     /// its own ID; `None` between polls. Single thread: set and cleared
     /// around each poll by [`Guarded`], read by [`HostInner::call`].
@@ -395,6 +423,8 @@ impl ObjectHost {
                 forwarder: RefCell::new(None),
                 no_chain: Rc::new(Vec::new()),
                 request_seq: Cell::new(0),
+                charged: Cell::new(0),
+                index_over: Cell::new(false),
                 metrics: RefCell::new(HostMetrics::default()),
                 requests: RefCell::new(HashMap::new()),
                 polling: RefCell::new(None),
@@ -531,6 +561,7 @@ impl ObjectHost {
             host: inner.metrics.borrow().clone(),
             store: inner.store.stats(),
             active_objects: active.len() as u64,
+            object_memory_bytes: active.values().map(|a| a.memory_bytes.get()).sum(),
             queued_events: active.values().map(|a| a.pending.get() as u64).sum(),
             queue_depth_max: active
                 .values()
@@ -574,10 +605,40 @@ impl ObjectHost {
     }
 
     /// Evicts objects idle for `idle_ms_evict` as of `now_ms`, then least
-    /// recently used idle objects until the memory budget holds. Busy objects
-    /// and objects with writes not yet durable stay. Returns how many went.
+    /// recently used idle objects until the memory budget (less the storage
+    /// index's bytes) holds. Busy objects and objects with writes not yet
+    /// durable stay. Returns how many went.
     pub fn evict(&self, now_ms: u64) -> usize {
-        let inner = &self.inner;
+        self.inner.evict(now_ms)
+    }
+}
+
+impl HostInner {
+    /// What the budget leaves for active objects: its itemised part
+    /// (`budget - budget / BUDGET_RESERVE_DIVISOR`) less the storage index's
+    /// bytes. Warns once each time the index alone goes over that part.
+    fn object_budget(&self) -> u64 {
+        let budget = self.cfg.object_memory_bytes_max;
+        let itemised = budget - budget / BUDGET_RESERVE_DIVISOR;
+        let index = self.store.index_bytes();
+        let over = index > itemised;
+        if over && !self.index_over.get() {
+            eprintln!(
+                "warning: shard {}: the storage index holds {index} bytes, over the {itemised} \
+                 the memory budget of {budget} (--object-memory-bytes-max) leaves for it; idle \
+                 objects are evicted at once and memory grows with the data: raise the budget \
+                 (docs/OPERATIONS.md)",
+                self.cfg.shard_id
+            );
+        }
+        self.index_over.set(over);
+        itemised.saturating_sub(index)
+    }
+
+    /// See [`ObjectHost::evict`].
+    fn evict(&self, now_ms: u64) -> usize {
+        let inner = self;
+        let allow = inner.object_budget();
         let mut active = inner.active.borrow_mut();
         let evictable = |a: &Active| a.pending.get() == 0 && !a.state.has_unconfirmed_writes();
         let before = active.len();
@@ -592,26 +653,32 @@ impl ObjectHost {
         });
         inner.sockets.metrics.borrow_mut().hibernations += hibernated;
         let mut total: u64 = active.values().map(|a| a.memory_bytes.get()).sum();
-        if total > inner.cfg.object_memory_bytes_max {
+        if total > allow {
+            // Down to a low watermark, so that the activations that follow do not
+            // each run a pass (see the module docs).
+            let low = allow - allow / 16;
             let mut lru: Vec<(u64, ObjectId, u64)> = active
                 .iter()
                 .filter(|(_, a)| evictable(a))
                 .map(|(id, a)| (a.last_used_ms.get(), *id, a.memory_bytes.get()))
                 .collect();
-            lru.sort();
+            lru.sort_unstable();
             for (_, id, bytes) in lru {
-                if total <= inner.cfg.object_memory_bytes_max {
+                if total <= low {
                     break;
                 }
                 active.remove(&id);
                 total -= bytes;
             }
         }
+        inner.charged.set(total);
         let gone = before - active.len();
         inner.metrics.borrow_mut().evictions += gone as u64;
         gone
     }
+}
 
+impl ObjectHost {
     /// Drops the in-memory instance of `id` if it is idle (no queued event, no
     /// write awaiting durability), so its next event re-reads storage; used by
     /// the admin import, which writes storage behind the object's back.
@@ -887,6 +954,7 @@ impl HostInner {
             this.cfg.shard_id
         );
         let existing = this.active.borrow().get(&target.id).cloned();
+        let fresh = existing.is_none();
         let active = match existing {
             Some(a) => a,
             None => {
@@ -899,7 +967,13 @@ impl HostInner {
         match active.queue.try_send(ev) {
             Ok(()) => {
                 active.pending.set(active.pending.get() + 1);
-                active.last_used_ms.set((this.clock)());
+                let now = (this.clock)();
+                active.last_used_ms.set(now);
+                // A new object may take the charge over the budget: evict now
+                // rather than at the next tick (this one is busy, so it stays).
+                if fresh && this.charged.get() > this.object_budget() {
+                    this.evict(now);
+                }
                 Ok(())
             }
             Err(ev) => Err(Box::new(ev)),
@@ -938,6 +1012,8 @@ impl HostInner {
         this.active
             .borrow_mut()
             .insert(state.target.id, active.clone());
+        this.charged
+            .set(this.charged.get() + active.memory_bytes.get());
         this.metrics.borrow_mut().activations += 1;
         active
     }
@@ -1104,12 +1180,13 @@ async fn run_object(
         if let Some(a) = active.upgrade() {
             a.pending.set(a.pending.get() - 1);
             a.last_used_ms.set((host.clock)());
-            a.memory_bytes.set(
-                a.fixed_bytes
-                    + a.queue.heap_bytes() as u64
-                    + host.cfg.object_overhead_bytes
-                    + instance.memory_bytes() as u64,
-            );
+            let bytes = a.fixed_bytes
+                + a.queue.heap_bytes() as u64
+                + host.cfg.object_overhead_bytes
+                + instance.memory_bytes() as u64;
+            let charged = host.charged.get() + bytes;
+            host.charged
+                .set(charged.saturating_sub(a.memory_bytes.replace(bytes)));
         }
     }
 }

@@ -393,20 +393,29 @@ fn memory_budget_evicts_least_recently_used_first() {
         assert!(each > 1000, "the footprint is charged on top: {each}");
         let cfg = HostConfig {
             object_overhead_bytes: 0,
-            object_memory_bytes_max: 2 * each + each / 2,
+            // Room for two (each is over 1000 bytes, so a third's initial
+            // charge, its footprint without the 1000 it reports, does not fit).
+            // A quarter of the budget is held back (BUDGET_RESERVE_DIVISOR).
+            object_memory_bytes_max: (2 * each + 100) * BUDGET_RESERVE_DIVISOR
+                / (BUDGET_RESERVE_DIVISOR - 1),
             ..HostConfig::default()
         };
         let r = rig_with(cfg, false).await;
-        for (i, n) in ["a", "b", "c"].iter().enumerate() {
+        for (i, n) in ["a", "b"].iter().enumerate() {
             r.now.set(1_000_000 + i as u64);
             call(&r.host, n, "GET", "/get").await;
         }
-        assert_eq!(r.host.evict(r.now.get()), 1);
+        assert_eq!(r.host.evict(r.now.get()), 0, "two fit");
+        // The third activation takes the charge over the budget: the oldest
+        // goes at once, not at the next tick.
+        r.now.set(1_000_002);
+        call(&r.host, "c", "GET", "/get").await;
         assert!(
             !r.host.inner.active.borrow().contains_key(&target("a").id),
             "oldest went"
         );
         assert_eq!(r.host.active_count(), 2);
+        assert_eq!(r.host.evict(r.now.get()), 0, "nothing left to do");
     });
 }
 
@@ -655,4 +664,68 @@ fn list_sees_user_keys_only_never_engine_metadata() {
 #[test]
 fn transactions_see_their_writes_and_apply_only_on_commit() {
     assert_eq!(storage_call("/txn"), "new old committed 1");
+}
+
+/// A host on a `cairn-storage` store (in memory, on `MemDisk`), whose index
+/// is counted, with `budget` bytes per shard.
+async fn host_on_storage(budget: u64, now: Rc<Cell<u64>>) -> ObjectHost {
+    let disk: Rc<dyn cairn_storage::Disk> = Rc::new(cairn_storage::MemDisk::new());
+    let store = Store::open_on(disk, cairn_storage::StoreOptions::default())
+        .await
+        .expect("open a store on MemDisk");
+    let cfg = HostConfig {
+        object_overhead_bytes: 0,
+        object_memory_bytes_max: budget,
+        ..HostConfig::default()
+    };
+    ObjectHost::new(cfg, classes(), store, Rc::new(move || now.get()))
+}
+
+#[test]
+fn the_storage_index_takes_its_share_of_the_memory_budget_first() {
+    run_local(async {
+        // What one probe is charged, and what its keys cost in the index.
+        let now = Rc::new(Cell::new(1_000_000));
+        let probe = host_on_storage(u64::MAX / 2, now.clone()).await;
+        assert_eq!(call(&probe, "x", "POST", "/incr").await.0, 200);
+        let each = probe.memory_bytes();
+        let index_one = probe.store().index_bytes();
+        assert!(index_one > 0, "a disk store counts its index");
+
+        // Room for four and a half objects in the itemised three quarters,
+        // were there no index; then 32 objects are stored.
+        let budget = (4 * each + each / 2) * BUDGET_RESERVE_DIVISOR / (BUDGET_RESERVE_DIVISOR - 1);
+        let host = host_on_storage(budget, now.clone()).await;
+        for i in 0..32u64 {
+            now.set(1_000_000 + i);
+            assert_eq!(call(&host, &format!("o{i}"), "POST", "/incr").await.0, 200);
+        }
+        host.evict(now.get());
+        let index = host.store().index_bytes();
+        assert!(index >= 32 * index_one / 2, "index {index} for 32 objects");
+        let room = (budget - budget / BUDGET_RESERVE_DIVISOR).saturating_sub(index);
+        assert!(
+            host.active_count() as u64 <= room / each,
+            "{} objects in memory, room for {} beside an index of {index} bytes",
+            host.active_count(),
+            room / each
+        );
+        assert!(host.active_count() < 4, "the index took room from objects");
+        assert!(host.active_count() >= 1, "the most recent object stays");
+
+        // A budget the index alone outgrows: every idle object goes, and
+        // objects still answer (from storage).
+        let tiny = host_on_storage(index_one, now.clone()).await;
+        for i in 0..8u64 {
+            now.set(2_000_000 + i);
+            assert_eq!(call(&tiny, &format!("t{i}"), "POST", "/incr").await.0, 200);
+        }
+        tiny.evict(now.get());
+        assert_eq!(tiny.active_count(), 0);
+        assert_eq!(
+            call(&tiny, "t3", "GET", "/get").await,
+            (200, "1".to_string())
+        );
+        assert!(tiny.stats().store.index_bytes > index_one);
+    });
 }

@@ -653,7 +653,7 @@ fn health(shard: &Shard) -> Response {
 fn metrics(all: &[ShardStats]) -> Response {
     use std::fmt::Write;
     type Get = fn(&ShardStats) -> u64;
-    let per_shard: [(&str, &str, &str, Get); 19] = [
+    let per_shard: [(&str, &str, &str, Get); 22] = [
         (
             "cairn_requests_total",
             "counter",
@@ -720,6 +720,24 @@ fn metrics(all: &[ShardStats]) -> Response {
         ("cairn_active_objects", "gauge", "objects in memory", |s| {
             s.active_objects
         }),
+        (
+            "cairn_object_memory_bytes",
+            "gauge",
+            "bytes charged to objects in memory",
+            |s| s.object_memory_bytes,
+        ),
+        (
+            "cairn_storage_index_bytes",
+            "gauge",
+            "bytes the storage index holds in memory",
+            |s| s.store.index_bytes,
+        ),
+        (
+            "cairn_storage_index_objects",
+            "gauge",
+            "objects in the storage index",
+            |s| s.store.index_objects,
+        ),
         (
             "cairn_queued_events",
             "gauge",

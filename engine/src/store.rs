@@ -340,6 +340,10 @@ pub struct StoreStats {
     pub fdatasync_ns_max: u64,
     /// Why the store is read-only, if it is.
     pub read_only_reason: Option<String>,
+    /// Heap bytes the storage index holds (disk store only; 0 in memory).
+    pub index_bytes: u64,
+    /// Objects in the storage index (disk store only; 0 in memory).
+    pub index_objects: u64,
 }
 
 struct Inner {
@@ -829,6 +833,15 @@ impl Store {
         }
     }
 
+    /// Heap bytes the storage index holds (every key of every object, small
+    /// values beside them); the in-memory store reports 0. O(1).
+    pub fn index_bytes(&self) -> u64 {
+        match &self.0 {
+            Backend::Mem(_) => 0,
+            Backend::Disk(d, _) => d.index_bytes(),
+        }
+    }
+
     /// Counters for metrics.
     pub fn stats(&self) -> StoreStats {
         match &self.0 {
@@ -843,6 +856,8 @@ impl Store {
                     fdatasync_ns_total: s.fdatasync_ns_total,
                     fdatasync_ns_max: s.fdatasync_ns_max,
                     read_only_reason: s.read_only,
+                    index_bytes: s.index_bytes,
+                    index_objects: s.index_objects,
                 }
             }
         }

@@ -226,51 +226,261 @@ impl std::fmt::Debug for Key {
 /// Keys an object may hold before its map turns from a sorted `Vec` into a `BTreeMap`.
 const SMALL_KEYS_MAX: usize = 16;
 
+/// Longest value a packed map holds: values up to this size are copied out of their record
+/// into their object's packed map once the record is written, so the record can be freed.
+pub(crate) const PACKED_VALUE_MAX: usize = 64;
+/// Longest key a packed map holds (its length is stored in one byte).
+const PACKED_KEY_MAX: usize = 255;
+
+/// Bytes charged per object on top of its map: its slot in the object tree (a 32-byte id and
+/// a 24-byte `KeyMap`), in B-tree nodes (11 slots, 632 bytes) about 70% full on random ids,
+/// plus the inner nodes.
+pub(crate) const OBJECT_SLOT_BYTES: u64 = 96;
+/// Bytes charged per entry of a `Large` map: a 64-byte slot in nodes about 70% full.
+const LARGE_ENTRY_BYTES: u64 = 96;
+
+/// What the allocator takes for a block of `n` bytes, modelled on mimalloc (the `cairn`
+/// binary's allocator): no header, 8-byte size classes up to 64 bytes, then four classes per
+/// doubling.
+pub(crate) fn alloc_bytes(n: usize) -> u64 {
+    let words = n.div_ceil(8);
+    if words <= 8 {
+        return (words * 8) as u64;
+    }
+    let b = usize::BITS - 1 - (words - 1).leading_zeros();
+    let step = 1usize << (b - 2);
+    (words.div_ceil(step) * step * 8) as u64
+}
+
+/// Heap bytes an entry holds outside its slot: a long key's buffer, and its value's bytes
+/// (a buffer of its own, or its share of the record it lives in: the value and about 64 bytes
+/// of operation framing).
+fn entry_extra(key: &[u8], loc: &Loc) -> u64 {
+    let key_heap = if key.len() > KEY_INLINE {
+        alloc_bytes(key.len())
+    } else {
+        0
+    };
+    let value = match loc {
+        Loc::Mem(v) => match &v.backing {
+            Backing::Record(_) => v.len() as u64 + 64,
+            // An `Rc<[u8]>` block: two counts and the bytes.
+            Backing::Plain(p, _) => alloc_bytes(16 + p.len()),
+        },
+        Loc::Disk { .. } => 0,
+    };
+    key_heap + value
+}
+
+/// The segment and bytes of an entry a packed map can hold: a small value in memory whose
+/// record is written, or that has bytes of its own.
+fn packable<'a>(key: &[u8], loc: &'a Loc) -> Option<(u32, &'a [u8])> {
+    match loc {
+        Loc::Mem(v)
+            if key.len() <= PACKED_KEY_MAX
+                && v.len() <= PACKED_VALUE_MAX
+                && !(v.record().is_some() && v.seg() == SEG_PENDING) =>
+        {
+            Some((v.seg(), v))
+        }
+        _ => None,
+    }
+}
+
+/// The location a packed entry stands for: its bytes, copied, in segment `seg`.
+fn unpacked(seg: u32, value: &[u8]) -> Loc {
+    Loc::Mem(Value::loaded(value.to_vec(), seg))
+}
+
+/// Bytes one packed entry takes: key length (1), key, segment (4), value length (1), value.
+fn packed_len(key: &[u8], value: &[u8]) -> usize {
+    6 + key.len() + value.len()
+}
+
+fn push_packed(out: &mut Vec<u8>, key: &[u8], seg: u32, value: &[u8]) {
+    out.push(key.len() as u8);
+    out.extend_from_slice(key);
+    out.extend_from_slice(&seg.to_le_bytes());
+    out.push(value.len() as u8);
+    out.extend_from_slice(value);
+}
+
+/// The entries of a packed map in key order: (key, segment, value).
+#[derive(Clone)]
+pub(crate) struct PackedIter<'a>(&'a [u8]);
+
+impl<'a> Iterator for PackedIter<'a> {
+    type Item = (&'a [u8], LocRef<'a>);
+    fn next(&mut self) -> Option<Self::Item> {
+        // The buffer was written by `push_packed`; its lengths are ours, not the disk's.
+        let (&klen, rest) = self.0.split_first()?;
+        let (key, rest) = rest.split_at(klen as usize);
+        let (seg, rest) = rest.split_at(4);
+        let (&vlen, rest) = rest.split_first()?;
+        let (value, rest) = rest.split_at(vlen as usize);
+        self.0 = rest;
+        let seg = u32::from_le_bytes([seg[0], seg[1], seg[2], seg[3]]);
+        Some((key, LocRef::Packed { seg, value }))
+    }
+}
+
+/// A borrowed view of an entry's location: a [`Loc`] in a `Small` or `Large` map, or a packed
+/// entry's segment and bytes (made into a `Loc` only when asked, which copies the bytes).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum LocRef<'a> {
+    /// An entry of a `Small` or `Large` map.
+    Full(&'a Loc),
+    /// An entry of a packed map.
+    Packed { seg: u32, value: &'a [u8] },
+}
+
+impl LocRef<'_> {
+    /// The segment holding it, or `SEG_PENDING`.
+    pub(crate) fn seg(&self) -> u32 {
+        match self {
+            LocRef::Full(l) => l.seg(),
+            LocRef::Packed { seg, .. } => *seg,
+        }
+    }
+
+    /// An owned location (a packed entry's bytes are copied).
+    pub(crate) fn to_loc(self) -> Loc {
+        match self {
+            LocRef::Full(l) => l.clone(),
+            LocRef::Packed { seg, value } => unpacked(seg, value),
+        }
+    }
+}
+
 /// One object's keys in order, mapped to their locations.
 ///
-/// Most objects hold a handful of keys (a counter: its value and the engine's two meta keys).
-/// A `BTreeMap` allocates a whole leaf node (11 slots of key and location, about 720 bytes)
-/// for even one key, which at a million objects was most of the index's memory; a sorted
-/// `Vec` sized exactly holds them in 64 bytes a key. Past `SMALL_KEYS_MAX` keys the map
-/// becomes a `BTreeMap`, so inserts into large objects stay logarithmic.
+/// Most objects hold a handful of keys with small values (a counter: its value and the
+/// engine's two meta keys, 8 bytes or fewer each), and there are millions of them, so their
+/// shape decides the index's memory. Once every entry of an object is written and holds a
+/// value of at most `PACKED_VALUE_MAX` bytes, the map is `Packed`: one exactly sized buffer of
+/// `[key length][key][segment][value length][value]` entries in key order, about 20 bytes per
+/// key of a counter, and no record kept alive. A mutation not yet written turns the map into
+/// a sorted `Vec` of (key, location) (64 bytes an entry; the new value lives in its record);
+/// the commit loop packs it again once the record is durable (`Index::repack`). Past
+/// `SMALL_KEYS_MAX` keys the map becomes a `BTreeMap`, so inserts into large objects stay
+/// logarithmic (a `BTreeMap` allocates an 11-slot leaf node, about 720 bytes, for even one
+/// key, which is why small objects do not use one).
 #[derive(Debug)]
 pub(crate) enum KeyMap {
+    /// Every entry packable, sorted by key, at most `SMALL_KEYS_MAX` entries.
+    Packed(Box<[u8]>),
     /// Sorted by key, no duplicates, at most `SMALL_KEYS_MAX` entries, capacity = length.
     Small(Vec<(Key, Loc)>),
-    /// More keys.
-    Large(BTreeMap<Key, Loc>),
+    /// More keys (boxed, so that the enum is 24 bytes: it sits in every object's slot, and
+    /// large maps are few).
+    #[allow(clippy::box_collection)]
+    Large(Box<BTreeMap<Key, Loc>>),
 }
 
 impl Default for KeyMap {
     fn default() -> Self {
-        KeyMap::Small(Vec::new())
+        KeyMap::Packed(Box::default())
     }
 }
 
+/// A packed buffer with `key` set to `new` (or removed, if `None`), and the location it held.
+fn packed_with(blob: &[u8], key: &[u8], new: Option<(u32, &[u8])>) -> (Box<[u8]>, Option<Loc>) {
+    let extra = new.map_or(0, |(_, v)| packed_len(key, v));
+    let mut out = Vec::with_capacity(blob.len() + extra);
+    let mut old = None;
+    let mut placed = new.is_none();
+    for (k, l) in PackedIter(blob) {
+        let LocRef::Packed { seg, value } = l else {
+            unreachable!("a packed buffer yields packed entries")
+        };
+        if !placed && k >= key {
+            if let Some((s, v)) = new {
+                push_packed(&mut out, key, s, v);
+            }
+            placed = true;
+        }
+        if k == key {
+            old = Some(unpacked(seg, value));
+            continue;
+        }
+        push_packed(&mut out, k, seg, value);
+    }
+    if !placed && let Some((s, v)) = new {
+        push_packed(&mut out, key, s, v);
+    }
+    (out.into_boxed_slice(), old)
+}
+
 impl KeyMap {
-    pub(crate) fn get(&self, key: &[u8]) -> Option<&Loc> {
+    /// A key's location (a packed entry's bytes are copied).
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Loc> {
+        self.get_ref(key).map(LocRef::to_loc)
+    }
+
+    /// A key's location, borrowed.
+    pub(crate) fn get_ref(&self, key: &[u8]) -> Option<LocRef<'_>> {
         match self {
+            KeyMap::Packed(b) => PackedIter(b)
+                .take_while(|(k, _)| *k <= key)
+                .find(|(k, _)| *k == key)
+                .map(|(_, l)| l),
             KeyMap::Small(v) => v
                 .binary_search_by(|(k, _)| (**k).cmp(key))
                 .ok()
-                .map(|i| &v[i].1),
-            KeyMap::Large(m) => m.get(key),
+                .map(|i| LocRef::Full(&v[i].1)),
+            KeyMap::Large(m) => m.get(key).map(LocRef::Full),
         }
     }
 
-    pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<&mut Loc> {
-        match self {
-            KeyMap::Small(v) => match v.binary_search_by(|(k, _)| (**k).cmp(key)) {
-                Ok(i) => Some(&mut v[i].1),
-                Err(_) => None,
-            },
-            KeyMap::Large(m) => m.get_mut(key),
+    /// Turns a packed map into a `Small` one (copying its values into buffers of their own).
+    fn unpack(&mut self) {
+        if let KeyMap::Packed(b) = self {
+            let mut v = Vec::with_capacity(PackedIter(b).count());
+            v.extend(PackedIter(b).map(|(k, l)| (Key::new(k), l.to_loc())));
+            *self = KeyMap::Small(v);
         }
+    }
+
+    /// Packs a `Small` map if every entry is packable (see `KeyMap`).
+    pub(crate) fn try_pack(&mut self) {
+        let KeyMap::Small(v) = self else { return };
+        let mut len = 0;
+        for (k, l) in v.iter() {
+            match packable(k, l) {
+                Some((_, value)) => len += packed_len(k, value),
+                None => return,
+            }
+        }
+        let mut out = Vec::with_capacity(len);
+        for (k, l) in v.iter() {
+            if let Some((seg, value)) = packable(k, l) {
+                push_packed(&mut out, k, seg, value);
+            }
+        }
+        *self = KeyMap::Packed(out.into_boxed_slice());
     }
 
     /// Sets a key, returning the location it replaces.
     pub(crate) fn insert(&mut self, key: &[u8], loc: Loc) -> Option<Loc> {
-        match self {
+        let pack = packable(key, &loc).is_some();
+        let fits = match &*self {
+            KeyMap::Packed(b) => {
+                Some(PackedIter(b).count() < SMALL_KEYS_MAX || self.get_ref(key).is_some())
+            }
+            _ => None,
+        };
+        if let Some(fits) = fits {
+            if let (true, Some((seg, value)), KeyMap::Packed(b)) =
+                (fits, packable(key, &loc), &mut *self)
+            {
+                let (blob, old) = packed_with(b, key, Some((seg, value)));
+                *b = blob;
+                return old;
+            }
+            self.unpack();
+        }
+        let old = match self {
+            KeyMap::Packed(_) => unreachable!("unpacked above"),
             KeyMap::Small(v) => match v.binary_search_by(|(k, _)| (**k).cmp(key)) {
                 Ok(i) => Some(std::mem::replace(&mut v[i].1, loc)),
                 Err(i) if v.len() < SMALL_KEYS_MAX => {
@@ -282,7 +492,7 @@ impl KeyMap {
                 Err(_) => {
                     let mut m: BTreeMap<Key, Loc> = std::mem::take(v).into_iter().collect();
                     m.insert(Key::new(key), loc);
-                    *self = KeyMap::Large(m);
+                    *self = KeyMap::Large(Box::new(m));
                     None
                 }
             },
@@ -293,15 +503,27 @@ impl KeyMap {
                     None
                 }
             },
+        };
+        if pack {
+            self.try_pack();
         }
+        old
     }
 
     pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Loc> {
         match self {
+            KeyMap::Packed(b) => {
+                let (blob, old) = packed_with(b, key, None);
+                if old.is_some() {
+                    *b = blob;
+                }
+                old
+            }
             KeyMap::Small(v) => {
                 let i = v.binary_search_by(|(k, _)| (**k).cmp(key)).ok()?;
                 let (_, loc) = v.remove(i);
                 v.shrink_to_fit();
+                self.try_pack();
                 Some(loc)
             }
             KeyMap::Large(m) => m.remove(key),
@@ -310,20 +532,58 @@ impl KeyMap {
 
     pub(crate) fn is_empty(&self) -> bool {
         match self {
+            KeyMap::Packed(b) => b.is_empty(),
             KeyMap::Small(v) => v.is_empty(),
             KeyMap::Large(m) => m.is_empty(),
         }
     }
 
+    /// Heap bytes the map holds (what `Index::bytes` sums): its buffer or slots, and each
+    /// entry's extra (`entry_extra`). Linear in the entries; `Index` keeps `Large` maps' share
+    /// up to date incrementally instead.
+    pub(crate) fn heap_bytes(&self) -> u64 {
+        match self {
+            KeyMap::Packed(b) => alloc_bytes(b.len()),
+            KeyMap::Small(v) => {
+                alloc_bytes(v.capacity() * std::mem::size_of::<(Key, Loc)>())
+                    + v.iter().map(|(k, l)| entry_extra(k, l)).sum::<u64>()
+            }
+            KeyMap::Large(m) => m
+                .iter()
+                .map(|(k, l)| LARGE_ENTRY_BYTES + entry_extra(k, l))
+                .sum(),
+        }
+    }
+
     /// Entries in key order.
     pub(crate) fn iter(&self) -> Iter<'_> {
-        self.range((Bound::Unbounded, Bound::Unbounded))
+        match self {
+            KeyMap::Packed(b) => Iter::Packed(PackedIter(b)),
+            _ => self.range((Bound::Unbounded, Bound::Unbounded)),
+        }
     }
 
     /// Entries with keys inside `bounds`, in key order. An inverted range is empty (where
     /// `BTreeMap::range` would panic, callers answer it first).
     pub(crate) fn range(&self, bounds: (Bound<&[u8]>, Bound<&[u8]>)) -> Iter<'_> {
         match self {
+            KeyMap::Packed(b) => {
+                let inside = |k: &[u8]| {
+                    let lo = match bounds.0 {
+                        Bound::Included(x) => k >= x,
+                        Bound::Excluded(x) => k > x,
+                        Bound::Unbounded => true,
+                    };
+                    let hi = match bounds.1 {
+                        Bound::Included(x) => k <= x,
+                        Bound::Excluded(x) => k < x,
+                        Bound::Unbounded => true,
+                    };
+                    lo && hi
+                };
+                let v: Vec<_> = PackedIter(b).filter(|(k, _)| inside(k)).collect();
+                Iter::Collected(v.into_iter())
+            }
             KeyMap::Small(v) => {
                 let at = |b: Bound<&[u8]>, after_equal: bool, none: usize| match b {
                     Bound::Included(x) => {
@@ -346,8 +606,10 @@ impl KeyMap {
 impl IntoIterator for KeyMap {
     type Item = (Key, Loc);
     type IntoIter = std::vec::IntoIter<(Key, Loc)>;
-    fn into_iter(self) -> Self::IntoIter {
+    fn into_iter(mut self) -> Self::IntoIter {
+        self.unpack();
         match self {
+            KeyMap::Packed(_) => unreachable!("unpacked above"),
             KeyMap::Small(v) => v.into_iter(),
             KeyMap::Large(m) => m.into_iter().collect::<Vec<_>>().into_iter(),
         }
@@ -356,16 +618,21 @@ impl IntoIterator for KeyMap {
 
 /// An iterator over a [`KeyMap`]'s entries.
 pub(crate) enum Iter<'a> {
+    Packed(PackedIter<'a>),
+    /// A packed map's entries, collected (for ranges and iterating backwards).
+    Collected(std::vec::IntoIter<(&'a [u8], LocRef<'a>)>),
     Small(std::slice::Iter<'a, (Key, Loc)>),
     Large(std::collections::btree_map::Range<'a, Key, Loc>),
 }
 
 impl<'a> Iterator for Iter<'a> {
-    type Item = (&'a Key, &'a Loc);
+    type Item = (&'a [u8], LocRef<'a>);
     fn next(&mut self) -> Option<Self::Item> {
         match self {
-            Iter::Small(i) => i.next().map(|(k, l)| (k, l)),
-            Iter::Large(i) => i.next(),
+            Iter::Packed(i) => i.next(),
+            Iter::Collected(i) => i.next(),
+            Iter::Small(i) => i.next().map(|(k, l)| (&**k, LocRef::Full(l))),
+            Iter::Large(i) => i.next().map(|(k, l)| (&**k, LocRef::Full(l))),
         }
     }
 }
@@ -373,9 +640,44 @@ impl<'a> Iterator for Iter<'a> {
 impl DoubleEndedIterator for Iter<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
         match self {
-            Iter::Small(i) => i.next_back().map(|(k, l)| (k, l)),
-            Iter::Large(i) => i.next_back(),
+            Iter::Packed(i) => {
+                let v: Vec<_> = i.collect();
+                *self = Iter::Collected(v.into_iter());
+                self.next_back()
+            }
+            Iter::Collected(i) => i.next_back(),
+            Iter::Small(i) => i.next_back().map(|(k, l)| (&**k, LocRef::Full(l))),
+            Iter::Large(i) => i.next_back().map(|(k, l)| (&**k, LocRef::Full(l))),
         }
+    }
+}
+
+thread_local! {
+    /// True while this thread runs a change to an index (see [`in_index_change`]).
+    static IN_INDEX: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True while this thread is inside a change to a store's in-memory index: what it allocates
+/// then is the index's, and lives as long as the data. A global allocator may use this to put
+/// the index's memory apart from everything else: the `cairn` binary does, so that the index's
+/// small long-lived buffers do not pin the pages of short-lived objects
+/// (docs/ARCHITECTURE.md, "Memory"). Cheap (a thread-local read); never allocates.
+pub fn in_index_change() -> bool {
+    IN_INDEX.try_with(Cell::get).unwrap_or(false)
+}
+
+/// Marks the current thread as inside an index change until dropped.
+struct ChangeScope(bool);
+
+impl ChangeScope {
+    fn enter() -> ChangeScope {
+        ChangeScope(IN_INDEX.with(|c| c.replace(true)))
+    }
+}
+
+impl Drop for ChangeScope {
+    fn drop(&mut self) {
+        IN_INDEX.with(|c| c.set(self.0));
     }
 }
 
@@ -383,29 +685,97 @@ impl DoubleEndedIterator for Iter<'_> {
 #[derive(Default, Debug)]
 pub(crate) struct Index {
     pub(crate) objects: BTreeMap<ObjectId, KeyMap>,
+    /// Heap bytes held: `OBJECT_SLOT_BYTES` per object plus each map's `heap_bytes`, kept up
+    /// to date by every change (an estimate of what the allocator holds, checked in tests
+    /// against the sum and in `tests/tests/memory.rs` against the resident set).
+    bytes: u64,
 }
 
 impl Index {
-    pub(crate) fn get(&self, obj: &ObjectId, key: &[u8]) -> Option<&Loc> {
+    pub(crate) fn get(&self, obj: &ObjectId, key: &[u8]) -> Option<Loc> {
         self.objects.get(obj)?.get(key)
+    }
+
+    /// The segment of a key's entry, if it exists (no copy of its value).
+    pub(crate) fn seg_of(&self, obj: &ObjectId, key: &[u8]) -> Option<u32> {
+        Some(self.objects.get(obj)?.get_ref(key)?.seg())
+    }
+
+    /// Heap bytes the index holds (see the field).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Runs `change` on `obj`'s map (made if absent), keeping `bytes` true, and drops the map
+    /// if it ends empty.
+    fn change<R>(&mut self, obj: &ObjectId, change: impl FnOnce(&mut KeyMap) -> (R, i64)) -> R {
+        let _scope = ChangeScope::enter();
+        let map = match self.objects.entry(*obj) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                self.bytes += OBJECT_SLOT_BYTES;
+                e.insert(KeyMap::default())
+            }
+        };
+        // `Large` maps are charged incrementally (`change` reports the delta); the rest are
+        // small enough to measure before and after.
+        let large = matches!(map, KeyMap::Large(_));
+        let before = if large { 0 } else { map.heap_bytes() };
+        let (out, delta) = change(map);
+        let after = if large { 0 } else { map.heap_bytes() };
+        let empty = map.is_empty();
+        self.bytes = (self.bytes as i64 + after as i64 - before as i64 + delta).max(0) as u64;
+        if empty && let Some(m) = self.objects.remove(obj) {
+            self.bytes = self
+                .bytes
+                .saturating_sub(OBJECT_SLOT_BYTES + m.heap_bytes());
+        }
+        out
     }
 
     /// Sets a key, returning the location it replaces.
     pub(crate) fn put(&mut self, obj: &ObjectId, key: &[u8], loc: Loc) -> Option<Loc> {
-        self.objects.entry(*obj).or_default().insert(key, loc)
+        self.change(obj, |map| {
+            let large = matches!(map, KeyMap::Large(_));
+            let add = entry_extra(key, &loc) as i64;
+            let old = map.insert(key, loc);
+            let delta = match (&old, large) {
+                (_, false) => 0,
+                (None, true) => add + LARGE_ENTRY_BYTES as i64,
+                (Some(o), true) => add - entry_extra(key, o) as i64,
+            };
+            (old, delta)
+        })
     }
 
     pub(crate) fn delete(&mut self, obj: &ObjectId, key: &[u8]) -> Option<Loc> {
-        let map = self.objects.get_mut(obj)?;
-        let old = map.remove(key);
-        if map.is_empty() {
-            self.objects.remove(obj);
+        if !self.objects.contains_key(obj) {
+            return None;
         }
-        old
+        self.change(obj, |map| {
+            let large = matches!(map, KeyMap::Large(_));
+            let old = map.remove(key);
+            let delta = match (&old, large) {
+                (Some(o), true) => -((LARGE_ENTRY_BYTES + entry_extra(key, o)) as i64),
+                _ => 0,
+            };
+            (old, delta)
+        })
     }
 
     pub(crate) fn delete_all(&mut self, obj: &ObjectId) -> Option<KeyMap> {
-        self.objects.remove(obj)
+        let m = self.objects.remove(obj)?;
+        self.bytes = self
+            .bytes
+            .saturating_sub(OBJECT_SLOT_BYTES + m.heap_bytes());
+        Some(m)
+    }
+
+    /// Packs `obj`'s map if every entry has become packable (its records are written).
+    pub(crate) fn repack(&mut self, obj: &ObjectId) {
+        if matches!(self.objects.get(obj), Some(KeyMap::Small(_))) {
+            self.change(obj, |map| (map.try_pack(), 0));
+        }
     }
 
     pub(crate) fn objects_after(&self, after: Option<&ObjectId>, limit: usize) -> Vec<ObjectId> {
@@ -467,9 +837,10 @@ mod tests {
     }
 
     #[test]
-    fn key_map_matches_a_btree_map_small_and_large() {
+    fn key_map_matches_a_btree_map_packed_small_and_large() {
         // A small deterministic generator; keys from a small alphabet so puts overwrite,
-        // deletes hit, and maps cross SMALL_KEYS_MAX both ways.
+        // deletes hit, and maps cross SMALL_KEYS_MAX both ways. Values are either small and
+        // in memory (packable) or on disk (not), so maps also go packed and back.
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = move || {
             x ^= x << 13;
@@ -477,29 +848,46 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let loc = |n: u64| Loc::Disk {
-            seg: n as u32,
-            off: n,
-            len: 1,
-        };
-        let seg = |l: Option<&Loc>| l.map(Loc::seg);
-        let mut ours = KeyMap::default();
+        let mut index = Index::default();
+        let obj = [7u8; 32];
         let mut model: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-        for step in 0..4000u64 {
+        let mut packed_seen = false;
+        let seg = |l: Option<Loc>| l.map(|l| l.seg());
+        for step in 0..6000u64 {
             let key = vec![b'a' + (next() % 40) as u8; 1 + (next() % 3) as usize];
             if next() % 3 == 0 {
                 assert_eq!(
-                    seg(ours.remove(&key).as_ref()),
+                    seg(index.delete(&obj, &key)),
                     model.remove(&key).map(|n| n as u32)
                 );
             } else {
+                let loc = if next() % 8 == 0 {
+                    Loc::Disk {
+                        seg: step as u32,
+                        off: step,
+                        len: 1,
+                    }
+                } else {
+                    Loc::Mem(Value::loaded(step.to_be_bytes().to_vec(), step as u32))
+                };
                 let old = model.insert(key.clone(), step);
-                assert_eq!(
-                    seg(ours.insert(&key, loc(step)).as_ref()),
-                    old.map(|n| n as u32)
-                );
+                assert_eq!(seg(index.put(&obj, &key, loc)), old.map(|n| n as u32));
             }
-            assert_eq!(seg(ours.get(&key)), model.get(&key).map(|n| *n as u32));
+            assert_eq!(
+                seg(index.get(&obj, &key)),
+                model.get(&key).map(|n| *n as u32)
+            );
+            packed_seen |= matches!(index.objects.get(&obj), Some(KeyMap::Packed(_)));
+            let want_bytes = index
+                .objects
+                .values()
+                .map(|m| OBJECT_SLOT_BYTES + m.heap_bytes())
+                .sum::<u64>();
+            assert_eq!(index.bytes(), want_bytes, "step {step}");
+            let Some(ours) = index.objects.get(&obj) else {
+                assert!(model.is_empty());
+                continue;
+            };
             let a = vec![b'a' + (next() % 40) as u8];
             let b = vec![b'a' + (next() % 40) as u8];
             let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
@@ -513,36 +901,83 @@ mod tests {
                 if matches!(bd, (Bound::Excluded(l), Bound::Included(h)) if l == h) {
                     continue;
                 }
-                let got: Vec<Vec<u8>> = ours.range(bd).rev().map(|(k, _)| k.to_vec()).collect();
-                let want: Vec<Vec<u8>> = model
+                let got: Vec<(Vec<u8>, u32)> = ours
+                    .range(bd)
+                    .rev()
+                    .map(|(k, l)| (k.to_vec(), l.seg()))
+                    .collect();
+                let want: Vec<(Vec<u8>, u32)> = model
                     .range::<[u8], _>(bd)
                     .rev()
-                    .map(|(k, _)| k.clone())
+                    .map(|(k, n)| (k.clone(), *n as u32))
                     .collect();
                 assert_eq!(got, want, "step {step} {bd:?}");
             }
+            let all: Vec<Vec<u8>> = ours.iter().map(|(k, _)| k.to_vec()).collect();
+            assert_eq!(all, model.keys().cloned().collect::<Vec<_>>());
         }
-        let all: Vec<Vec<u8>> = ours.into_iter().map(|(k, _)| k.to_vec()).collect();
-        assert_eq!(all, model.keys().cloned().collect::<Vec<_>>());
+        assert!(packed_seen, "the walk went through packed maps");
+        let left = index.delete_all(&obj).map(|m| m.into_iter().count());
+        assert_eq!(left, (!model.is_empty()).then_some(model.len()));
+        assert_eq!(index.bytes(), 0);
     }
 
     #[test]
-    fn a_small_object_costs_its_entries_not_a_tree_node() {
-        let mut m = KeyMap::default();
-        for k in [&b"v"[..], b"\0meta:class", b"\0meta:name"] {
-            m.insert(
-                k,
-                Loc::Disk {
-                    seg: 0,
-                    off: 0,
-                    len: 0,
-                },
-            );
+    fn a_durable_counter_is_one_small_buffer_and_keeps_no_record() {
+        let mut index = Index::default();
+        let obj = [1u8; 32];
+        let rec = Rc::new(RecordBuf {
+            body: crate::format::encode_body(&crate::format::Body { ops: Vec::new() }),
+            seg: Cell::new(SEG_PENDING),
+            body_off: Cell::new(0),
+            dead_bytes: Cell::new(0),
+            put_bytes: 0,
+            has_large: false,
+            tombstones: 0,
+        });
+        // Three small values, the way a counter's record holds them (the record's body here is
+        // an empty batch; the values are plain, as loaded), then one pending in a record.
+        for (k, v) in [
+            (&b"\x01value"[..], &7u64.to_be_bytes()[..]),
+            (b"\0c", b"counter"),
+            (b"\0n", b"m123456"),
+        ] {
+            index.put(&obj, k, Loc::Mem(Value::loaded(v.to_vec(), 3)));
         }
-        let KeyMap::Small(v) = &m else {
-            panic!("three keys stay small")
+        let Some(KeyMap::Packed(b)) = index.objects.get(&obj) else {
+            panic!("durable small values are packed")
         };
-        assert_eq!(v.capacity(), 3, "sized exactly");
+        assert_eq!(b.len(), 3 * 6 + 6 + 8 + 2 + 7 + 2 + 7);
+        assert_eq!(index.bytes(), OBJECT_SLOT_BYTES + alloc_bytes(b.len()));
+        assert!(index.bytes() < 200, "{} bytes for a counter", index.bytes());
+        let bytes = |l: Option<Loc>| match l {
+            Some(Loc::Mem(v)) => Some(v.to_vec()),
+            _ => None,
+        };
+        assert_eq!(bytes(index.get(&obj, b"\0c")), Some(b"counter".to_vec()));
+
+        // A write not yet durable lives in its record; the map unpacks until it is written.
+        let pending = Value::in_record(rec.clone(), 0..0);
+        index.put(&obj, b"\x01value", Loc::Mem(pending));
+        assert!(matches!(index.objects.get(&obj), Some(KeyMap::Small(_))));
+        assert_eq!(Rc::strong_count(&rec), 2);
+        rec.seg.set(4);
+        index.repack(&obj);
+        assert!(matches!(index.objects.get(&obj), Some(KeyMap::Packed(_))));
+        assert_eq!(Rc::strong_count(&rec), 1, "the record is no longer held");
+        assert_eq!(index.seg_of(&obj, b"\x01value"), Some(4));
+        assert_eq!(bytes(index.get(&obj, b"\x01value")), Some(Vec::new()));
+        let want = OBJECT_SLOT_BYTES + index.objects[&obj].heap_bytes();
+        assert_eq!(index.bytes(), want);
+    }
+
+    #[test]
+    fn key_map_sizes() {
         assert_eq!(std::mem::size_of::<(Key, Loc)>(), 64);
+        assert_eq!(
+            std::mem::size_of::<KeyMap>(),
+            24,
+            "an object's slot is 56 bytes"
+        );
     }
 }

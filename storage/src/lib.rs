@@ -63,7 +63,7 @@ mod store;
 
 pub use error::{CommitError, OpenError, StorageError};
 pub use format::{BLOCK_SIZE, FORMAT_VERSION, RECORD_HEADER_SIZE, segment_name};
-pub use index::{ObjectId, Value};
+pub use index::{ObjectId, Value, in_index_change};
 pub use io::{Disk, DiskFile, DmaDisk, IoFuture, MemDisk};
 pub use options::{ListOptions, StoreOptions};
 pub use recovery::RecoveryReport;

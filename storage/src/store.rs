@@ -27,7 +27,8 @@ use crate::format::{
     RECORD_HEADER_SIZE, align_up, record_size,
 };
 use crate::index::{
-    Index, Key, Loc, ObjectId, RecordBuf, SEG_PENDING, Value, entry_bytes, prefix_successor,
+    Index, Loc, LocRef, ObjectId, PACKED_VALUE_MAX, RecordBuf, SEG_PENDING, Value, entry_bytes,
+    prefix_successor,
 };
 use crate::io::{Disk, DiskFile, DmaDisk};
 use crate::options::{ListOptions, StoreOptions};
@@ -83,6 +84,11 @@ pub struct StoreStats {
     pub segments_from_spare: u64,
     /// Why the store is read-only, if it is.
     pub read_only: Option<String>,
+    /// Heap bytes the in-memory index holds (an estimate kept up to date by every change; see
+    /// `docs/STORAGE-FORMAT.md`, "Memory"). Also [`Store::index_bytes`].
+    pub index_bytes: u64,
+    /// Objects in the index (objects with at least one key).
+    pub index_objects: u64,
     /// What recovery found at open.
     pub recovery: RecoveryReport,
 }
@@ -121,6 +127,10 @@ pub(crate) struct State {
     closed: bool,
     loop_running: bool,
     stats: StoreStats,
+    /// The commit loop's group buffer, kept between groups: allocating one per group left
+    /// holes the size of a group in the heap, which the index's small, long-lived buffers then
+    /// split, so the next group's buffer needed fresh memory (measured: half the heap free).
+    group_buf: Vec<u8>,
 }
 
 pub(crate) type InnerHandle = Inner;
@@ -298,6 +308,7 @@ impl Store {
             closed: false,
             loop_running: false,
             stats: StoreStats::default(),
+            group_buf: Vec::new(),
         };
         let inner = Rc::new(Inner {
             disk: disk.clone(),
@@ -510,7 +521,7 @@ impl Store {
 
     /// Reads one key. Sees every mutation issued so far, durable or not.
     pub async fn get(&self, obj: &ObjectId, key: &[u8]) -> Result<Option<Value>, StorageError> {
-        let loc = self.inner.state.borrow().index.get(obj, key).cloned();
+        let loc = self.inner.state.borrow().index.get(obj, key);
         match loc {
             None => Ok(None),
             Some(loc) => self.inner.load(loc).await.map(Some),
@@ -539,7 +550,7 @@ impl Store {
 
     /// Deletes a key, reporting whether it existed.
     pub fn delete(&self, obj: &ObjectId, key: &[u8]) -> Result<(Ticket, bool), StorageError> {
-        let existed = self.inner.state.borrow().index.get(obj, key).is_some();
+        let existed = self.inner.state.borrow().index.seg_of(obj, key).is_some();
         let mut b = Batch::new();
         b.delete(obj, key);
         Ok((self.commit(b)?, existed))
@@ -643,7 +654,16 @@ impl Store {
         s.bytes_live = st.segs.values().map(|s| s.live).sum();
         s.bytes_dead = written.saturating_sub(s.bytes_live);
         s.read_only = st.failed.as_ref().map(|(_, r)| r.clone());
+        s.index_bytes = st.index.bytes();
+        s.index_objects = st.index.objects.len() as u64;
         s
+    }
+
+    /// Heap bytes the in-memory index holds: every key of every object, the values kept in
+    /// memory (small ones packed beside their keys) and its own structure; an estimate of what
+    /// the allocator holds for it, kept up to date by every change (O(1) to ask).
+    pub fn index_bytes(&self) -> u64 {
+        self.inner.state.borrow().index.bytes()
     }
 }
 
@@ -901,10 +921,10 @@ impl State {
                     // though it is encoded after its group has become durable (and its record
                     // then names a segment), or the replay would discharge the live bytes it
                     // charges, leaving that segment's count short.
-                    Loc::Mem(v) if v.seg() == SEG_PENDING => {
+                    LocRef::Full(Loc::Mem(v)) if v.seg() == SEG_PENDING => {
                         Loc::Mem(Value::loaded(v.to_vec(), SEG_PENDING))
                     }
-                    l => l.clone(),
+                    l => l.to_loc(),
                 };
                 entries.push((*obj, k.to_vec(), loc));
             }
@@ -974,7 +994,7 @@ impl State {
         }
         let limit = o.limit.unwrap_or(usize::MAX);
         let range = map.range((as_slice_bound(&lower), as_slice_bound(&upper)));
-        let pick = |(k, l): (&Key, &Loc)| (k.to_vec(), l.clone());
+        let pick = |(k, l): (&[u8], LocRef<'_>)| (k.to_vec(), l.to_loc());
         if o.reverse {
             range.rev().take(limit).map(pick).collect()
         } else {
@@ -1120,7 +1140,9 @@ async fn write_group(inner: &Rc<Inner>, g: u64, records: &[Rc<RecordBuf>]) -> Re
         let mut st = inner.state.borrow_mut();
         let seq0 = st.next_seq;
         let total: usize = records.iter().map(|r| record_size(r.body.len())).sum();
-        let mut buf = vec![0u8; align_up(total, BLOCK_SIZE as usize)];
+        let mut buf = std::mem::take(&mut st.group_buf);
+        buf.clear();
+        buf.resize(align_up(total, BLOCK_SIZE as usize), 0);
         let mut pos = 0;
         for (i, r) in records.iter().enumerate() {
             let h = Header {
@@ -1193,6 +1215,7 @@ async fn write_group(inner: &Rc<Inner>, g: u64, records: &[Rc<RecordBuf>]) -> Re
         if r.has_large {
             spill_large_values(&mut st, r, inline_max);
         }
+        repack_small_values(&mut st, r);
     }
     let seg = st.segs.get_mut(&seg_id).expect("active segment exists");
     seg.written += buf.len() as u64;
@@ -1219,6 +1242,10 @@ async fn write_group(inner: &Rc<Inner>, g: u64, records: &[Rc<RecordBuf>]) -> Re
     s.group_records_max = s.group_records_max.max(records.len() as u64);
     s.fdatasync_ns_total += ns;
     s.fdatasync_ns_max = s.fdatasync_ns_max.max(ns);
+    // Kept for the next group unless it grew past a large group's size.
+    if buf.capacity() <= GROUP_BUF_KEEP_MAX {
+        st.group_buf = buf;
+    }
     for w in st.ticket_wakers.drain(..) {
         w.wake();
     }
@@ -1240,22 +1267,34 @@ fn spill_large_values(st: &mut State, r: &Rc<RecordBuf>, inline_max: usize) {
         .filter(|o| o.code == OP_PUT && o.value.len() > inline_max)
     {
         let obj: ObjectId = op.obj;
-        let Some(map) = st.index.objects.get_mut(&obj) else {
-            continue;
-        };
-        let Some(slot) = map.get_mut(op.key.as_slice()) else {
-            continue;
-        };
-        if let Loc::Mem(v) = slot
+        let key = op.key.as_slice();
+        if let Some(Loc::Mem(v)) = st.index.get(&obj, key)
             && v.record().is_some_and(|vr| Rc::ptr_eq(vr, r))
         {
             let range = v.range();
-            *slot = Loc::Disk {
+            let disk = Loc::Disk {
                 seg: r.seg.get(),
                 off: r.body_off.get() + range.start as u64,
                 len: range.len() as u32,
             };
+            st.index.put(&obj, key, disk);
         }
+    }
+}
+
+/// Largest group buffer kept between groups (`State::group_buf`).
+const GROUP_BUF_KEEP_MAX: usize = 4 << 20;
+
+/// Once durable, small values leave their record: the objects they belong to are packed
+/// (`index::KeyMap`), which copies them, so the record is freed once nothing else holds it.
+fn repack_small_values(st: &mut State, r: &Rc<RecordBuf>) {
+    let body = format::access_body_trusted(&r.body);
+    for op in body
+        .ops
+        .iter()
+        .filter(|o| o.code == OP_PUT && o.value.len() <= PACKED_VALUE_MAX)
+    {
+        st.index.repack(&op.obj);
     }
 }
 
@@ -1270,7 +1309,7 @@ pub(crate) mod internal {
         for (obj, map) in &st.index.objects {
             for (k, l) in map.iter() {
                 if l.seg() == seg {
-                    out.push((*obj, k.to_vec(), l.clone()));
+                    out.push((*obj, k.to_vec(), l.to_loc()));
                 }
             }
         }
@@ -1326,8 +1365,8 @@ pub(crate) mod internal {
             .state()
             .borrow()
             .index
-            .get(obj, key)
-            .is_some_and(|l| l.seg() == seg)
+            .seg_of(obj, key)
+            .is_some_and(|s| s == seg)
     }
 
     pub(crate) fn step_bytes(inner: &Inner) -> u64 {

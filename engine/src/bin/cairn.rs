@@ -10,6 +10,125 @@ use cairn_engine::object::Classes;
 use cairn_engine::shard::{self, ShardTask};
 use cairn_engine::{builtins, http};
 
+/// mimalloc rather than glibc malloc, and the storage index in heaps of its
+/// own. With glibc, the index's small long-lived buffers (one per object)
+/// split the holes that commit groups and evicted objects leave: at 500,000
+/// counters half the heap was free but not returnable. With one mimalloc
+/// heap, they shared pages with objects' allocations of the same size, so
+/// the pages of evicted objects stayed resident. See docs/ARCHITECTURE.md,
+/// "Memory".
+#[global_allocator]
+static ALLOC: alloc::Alloc = alloc::Alloc;
+
+mod alloc {
+    //! The global allocator: mimalloc, with what the storage index allocates
+    //! (`cairn_storage::in_index_change`) taken from a per-thread heap of its
+    //! own, so that long-lived index buffers never pin pages of short-lived
+    //! allocations. Frees go through `mi_free`, which takes a block of any
+    //! heap; a block allocated in one heap and grown outside an index change
+    //! moves to the default heap, which only costs that one copy.
+
+    use std::alloc::{GlobalAlloc, Layout};
+    use std::cell::Cell;
+    use std::ffi::c_void;
+
+    /// mimalloc's heap handle (opaque).
+    #[repr(C)]
+    struct MiHeap {
+        _private: [u8; 0],
+    }
+
+    unsafe extern "C" {
+        fn mi_heap_new() -> *mut MiHeap;
+        fn mi_heap_malloc_aligned(heap: *mut MiHeap, size: usize, align: usize) -> *mut c_void;
+        fn mi_heap_zalloc_aligned(heap: *mut MiHeap, size: usize, align: usize) -> *mut c_void;
+        fn mi_heap_realloc_aligned(
+            heap: *mut MiHeap,
+            p: *mut c_void,
+            size: usize,
+            align: usize,
+        ) -> *mut c_void;
+    }
+
+    thread_local! {
+        /// This thread's index heap, made on first use (by mimalloc, which
+        /// does not come back here). Const-initialised, no destructor: safe
+        /// to read from inside the allocator.
+        static INDEX_HEAP: Cell<*mut MiHeap> = const { Cell::new(std::ptr::null_mut()) };
+    }
+
+    /// This thread's index heap if an index change is running on it.
+    fn index_heap() -> Option<*mut MiHeap> {
+        if !cairn_storage::in_index_change() {
+            return None;
+        }
+        INDEX_HEAP
+            .try_with(|h| {
+                if h.get().is_null() {
+                    // SAFETY: mi_heap_new has no preconditions; it allocates
+                    // with mimalloc's own internals, never through this
+                    // allocator. A null result is kept and retried next time.
+                    h.set(unsafe { mi_heap_new() });
+                }
+                h.get()
+            })
+            .ok()
+            .filter(|h| !h.is_null())
+    }
+
+    /// mimalloc, with index changes in heaps of their own.
+    pub(crate) struct Alloc;
+
+    // SAFETY: every method returns memory from mimalloc that fits `layout`
+    // (size and alignment passed through), or null; frees go to mi_free,
+    // valid for a block of any mimalloc heap of any thread.
+    unsafe impl GlobalAlloc for Alloc {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            match index_heap() {
+                Some(h) => {
+                    // SAFETY: a live heap of this thread; size and alignment
+                    // from a valid layout.
+                    let p = unsafe { mi_heap_malloc_aligned(h, layout.size(), layout.align()) };
+                    p.cast()
+                }
+                // SAFETY: forwarded with the caller's guarantees.
+                None => unsafe { mimalloc::MiMalloc.alloc(layout) },
+            }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            match index_heap() {
+                Some(h) => {
+                    // SAFETY: as in `alloc`.
+                    let p = unsafe { mi_heap_zalloc_aligned(h, layout.size(), layout.align()) };
+                    p.cast()
+                }
+                // SAFETY: forwarded with the caller's guarantees.
+                None => unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) },
+            }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: `ptr` came from this allocator, so from mimalloc.
+            unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            match index_heap() {
+                Some(h) => {
+                    let (p, align) = (ptr.cast(), layout.align());
+                    // SAFETY: `ptr` came from mimalloc with `layout`; the heap
+                    // is a live heap of this thread.
+                    let q = unsafe { mi_heap_realloc_aligned(h, p, new_size, align) };
+                    q.cast()
+                }
+                // SAFETY: forwarded with the caller's guarantees.
+                None => unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) },
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cmd = match config::parse(std::env::args().skip(1), |k| std::env::var(k).ok()) {
         Ok(c) => c,
