@@ -301,7 +301,7 @@ fn worker(
                 slot: c as usize,
                 stream: None,
                 connecting: false,
-                rng: SplitMix64::new(config.seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                rng: SplitMix64::stream(config.seed, index),
                 pacer,
                 ready_at: None,
                 reader: ResponseReader::new(),

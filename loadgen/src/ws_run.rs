@@ -271,7 +271,7 @@ fn worker(
         pending.clear();
         for m in batch_start..batch_end {
             let index = first + m;
-            let mut rng = SplitMix64::new(0x5eed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut rng = SplitMix64::stream(0x5eed, index);
             let target = config
                 .url
                 .path
