@@ -284,9 +284,9 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
     // extend it.
     let mut phase = (dec.state(), Instant::now());
     // Clock readings are a measurable share of a request's CPU time, so they
-    // are shared: `now` is the latest reading (taken after each read and
-    // each write), the Date header's wall clock is read at most every
-    // `DATE_REFRESH`.
+    // are shared: `now` is the latest reading (taken after each read, before
+    // each batch of responses and after its write), and the Date header's
+    // wall clock is read at most every `DATE_REFRESH`.
     let mut now = phase.1;
     let mut date_read_at = now;
     let mut label_cache: Option<Rc<str>> = None;
@@ -367,9 +367,10 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
             if buf.is_empty() && dec.state() == ConnState::Idle {
                 // Idle again: the keep-alive deadline runs from the end of
                 // this response, not from the first byte of the request
-                // (the state stayed Idle when it arrived in one read).
-                // `now` was read before the write, which does not block for
-                // long (`write_timeout_ms` bounds it): close enough.
+                // (the state stayed Idle when it arrived in one read),
+                // so the clock is read again: the write may have waited for
+                // a slow reader.
+                now = Instant::now();
                 phase = (ConnState::Idle, now);
             }
             continue;
