@@ -27,6 +27,14 @@ BOUND_S=$(( ${DURATION%s} + ${WARMUP%s} + 30 ))
 WORK="$(mktemp -d)"; PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  # A server that has not stopped 10 s after SIGTERM is killed, so the script always ends.
+  for _ in $(seq 1 100); do
+    alive=0
+    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
