@@ -10,18 +10,31 @@
 # on a shared machine, where throughput mostly measures the scheduler, it is the steadier figure.
 # Knobs: DURATION=5s WARMUP=1s KEYS=10000 CONNS="16 64 256" SERVER_CPU=0 LOAD_CPU=1
 #        PORT=18580 CAIRN_PORT=18590 CAIRN_EXTRA="" (more cairn flags)
+#        CAIRN_BIN=target/release/cairn (another build, e.g. a copy of the one before a change)
+#        ROWS="nginx-static cairn-read cairn-incr" (the rows to run, e.g. ROWS=cairn-read)
+#        REPEAT=1 (rounds; each round runs every row at every connection count, so rows of one
+#        round are interleaved: on a shared machine compare rows within a round)
 # Needs: release builds of cairn and cairn-loadgen, nginx, taskset, jq.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DURATION="${DURATION:-5s}"; WARMUP="${WARMUP:-1s}"; KEYS="${KEYS:-10000}"
+ROWS="${ROWS:-nginx-static cairn-read cairn-incr}"; REPEAT="${REPEAT:-1}"
 CONNS="${CONNS:-16 64 256}"; SERVER_CPU="${SERVER_CPU:-0}"; LOAD_CPU="${LOAD_CPU:-1}"
 PORT="${PORT:-18580}"; CAIRN_PORT="${CAIRN_PORT:-18590}"
-LOADGEN="$ROOT/target/release/cairn-loadgen"; CAIRN="$ROOT/target/release/cairn"
+LOADGEN="$ROOT/target/release/cairn-loadgen"; CAIRN="${CAIRN_BIN:-$ROOT/target/release/cairn}"
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 BOUND_S=$(( ${DURATION%s} + ${WARMUP%s} + 30 ))
 WORK="$(mktemp -d)"; PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  # A server that has not stopped 10 s after SIGTERM is killed, so the script always ends.
+  for _ in $(seq 1 100); do
+    alive=0
+    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
@@ -76,8 +89,18 @@ run() { # name pid conns args...
 }
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -sr), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# name conns rps p50_us p99_us p999_us errors cpu_us_per_req"
-for c in $CONNS; do
-  run nginx-static "$NGINX_PID" "$c" --url "http://127.0.0.1:$PORT/"
-  run cairn-read "$CAIRN_PID" "$c" --url "http://127.0.0.1:$CAIRN_PORT/counter/c{key}" --keys "$KEYS"
-  run cairn-incr "$CAIRN_PID" "$c" --url "http://127.0.0.1:$CAIRN_PORT/counter/c{key}/increment" --method POST --keys "$KEYS"
+want() { [[ " $ROWS " == *" $1 "* ]]; }
+for _ in $(seq 1 "$REPEAT"); do
+  for c in $CONNS; do
+    if want nginx-static; then
+      run nginx-static "$NGINX_PID" "$c" --url "http://127.0.0.1:$PORT/"
+    fi
+    if want cairn-read; then
+      run cairn-read "$CAIRN_PID" "$c" --url "http://127.0.0.1:$CAIRN_PORT/counter/c{key}" --keys "$KEYS"
+    fi
+    if want cairn-incr; then
+      run cairn-incr "$CAIRN_PID" "$c" --url "http://127.0.0.1:$CAIRN_PORT/counter/c{key}/increment" \
+        --method POST --keys "$KEYS"
+    fi
+  done
 done

@@ -378,8 +378,10 @@ pub(crate) struct HostInner {
     no_chain: Rc<CallChain>,
     request_seq: Cell<u64>,
     metrics: RefCell<HostMetrics>,
-    /// HTTP requests by class, then status.
-    requests: RefCell<HashMap<String, HashMap<u16, RequestStats>>>,
+    /// HTTP requests by class and status. A short list searched linearly:
+    /// it has one entry per class and status seen, and a scan of a few
+    /// entries costs less per request than hashing the class name.
+    requests: RefCell<Vec<(String, u16, RequestStats)>>,
     /// Bytes charged to active objects as of the last eviction pass, plus the
     /// initial charge of every activation since (what decides whether an
     /// activation runs a pass; the pass recomputes it).
@@ -426,7 +428,7 @@ impl ObjectHost {
                 charged: Cell::new(0),
                 index_over: Cell::new(false),
                 metrics: RefCell::new(HostMetrics::default()),
-                requests: RefCell::new(HashMap::new()),
+                requests: RefCell::new(Vec::new()),
                 polling: RefCell::new(None),
             }),
         }
@@ -536,12 +538,14 @@ impl ObjectHost {
 
     /// Records an HTTP request accepted on this shard and answered after `us`.
     pub fn record_request(&self, class: &str, status: u16, us: u64) {
-        let mut by_class = self.inner.requests.borrow_mut();
-        if !by_class.contains_key(class) {
-            by_class.insert(class.to_string(), HashMap::new());
-        }
-        if let Some(by_status) = by_class.get_mut(class) {
-            by_status.entry(status).or_default().record(us);
+        let mut all = self.inner.requests.borrow_mut();
+        match all.iter_mut().find(|(c, s, _)| *s == status && c == class) {
+            Some((_, _, r)) => r.record(us),
+            None => {
+                let mut r = RequestStats::default();
+                r.record(us);
+                all.push((class.to_string(), status, r));
+            }
         }
     }
 
@@ -549,12 +553,7 @@ impl ObjectHost {
     pub fn stats(&self) -> ShardStats {
         let inner = &self.inner;
         let active = inner.active.borrow();
-        let mut requests: Vec<(String, u16, RequestStats)> = inner
-            .requests
-            .borrow()
-            .iter()
-            .flat_map(|(c, m)| m.iter().map(|(s, r)| (c.clone(), *s, r.clone())))
-            .collect();
+        let mut requests: Vec<(String, u16, RequestStats)> = inner.requests.borrow().clone();
         requests.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         ShardStats {
             shard: inner.cfg.shard_id,

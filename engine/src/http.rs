@@ -27,7 +27,6 @@
 //! at most `connections_max` connections; one more is answered 503
 //! `overloaded` with `Retry-After` and closed.
 
-use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -53,6 +52,11 @@ pub const PIPELINE_DEPTH_MAX: usize = 32;
 
 /// Size of each socket read.
 const READ_BYTES: usize = 16 << 10;
+
+/// How often a busy connection re-reads the wall clock for its `Date`
+/// header (the header has one-second resolution; RFC 9110 asks for the best
+/// available approximation, which a reading at most this old is).
+const DATE_REFRESH: Duration = Duration::from_millis(100);
 
 /// Accepts connections on the configured address until the server stops.
 pub async fn serve(shard: Shard) {
@@ -174,11 +178,42 @@ enum Routed {
     Waiting(Rc<Slot>),
 }
 
+/// The class label a request is counted under in metrics: a fixed label, or
+/// an object class's name shared by the connection's requests (one
+/// allocation per connection and class, not one per request).
+#[derive(Clone)]
+enum Label {
+    Fixed(&'static str),
+    Class(Rc<str>),
+}
+
+impl Label {
+    fn as_str(&self) -> &str {
+        match self {
+            Label::Fixed(s) => s,
+            Label::Class(s) => s,
+        }
+    }
+
+    /// The label for object class `class`, reusing `cache` when it names the
+    /// same class (a connection usually addresses one class).
+    fn for_class(class: &str, cache: &mut Option<Rc<str>>) -> Label {
+        match cache {
+            Some(c) if &**c == class => Label::Class(c.clone()),
+            _ => {
+                let c: Rc<str> = Rc::from(class);
+                *cache = Some(c.clone());
+                Label::Class(c)
+            }
+        }
+    }
+}
+
 /// One request of a connection whose response is not yet written.
 struct Pending {
     routed: Routed,
     /// The class label of the request's metrics.
-    class: Cow<'static, str>,
+    class: Label,
     started: Instant,
     is_head: bool,
     close: bool,
@@ -248,6 +283,13 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
     // deadline is per phase, not per read, so a trickle of bytes cannot
     // extend it.
     let mut phase = (dec.state(), Instant::now());
+    // Clock readings are a measurable share of a request's CPU time, so they
+    // are shared: `now` is the latest reading (taken after each read, before
+    // each batch of responses and after its write), and the Date header's
+    // wall clock is read at most every `DATE_REFRESH`.
+    let mut now = phase.1;
+    let mut date_read_at = now;
+    let mut label_cache: Option<Rc<str>> = None;
     let mut upgrade: Option<cairn_proto::http::Request> = None;
     loop {
         // Dispatch every complete request already buffered, up to the limit.
@@ -267,8 +309,9 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
                     }
                     let is_head = req.is_head();
                     let in_flight = Counted::new(&shard.in_flight);
-                    let started = Instant::now();
-                    let (routed, class) = route_start(&shard, req, loopback);
+                    // Requests decoded from one read arrived together.
+                    let started = now;
+                    let (routed, class) = route_start(&shard, req, loopback, &mut label_cache);
                     queue.push_back(Pending {
                         routed,
                         class,
@@ -286,8 +329,8 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
                     let resp = protocol_error(e);
                     queue.push_back(Pending {
                         routed: Routed::Ready(resp),
-                        class: Cow::Borrowed(UNROUTED),
-                        started: Instant::now(),
+                        class: Label::Fixed(UNROUTED),
+                        started: now,
                         is_head: false,
                         close: true,
                         _in_flight: Counted::new(&shard.in_flight),
@@ -299,18 +342,23 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
         }
         if !queue.is_empty() {
             front_ready(&queue).await;
-            date.update(unix_secs());
+            now = Instant::now();
+            if now.duration_since(date_read_at) >= DATE_REFRESH {
+                date.update(unix_secs());
+                date_read_at = now;
+            }
             out.clear();
             let mut close = false;
             while queue.front().is_some_and(Pending::is_ready) && !close {
-                let Some(mut p) = queue.pop_front() else {
+                let Some(p) = queue.pop_front() else {
                     break;
                 };
-                let us = u64::try_from(p.started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                let (class, is_head) = (std::mem::take(&mut p.class), p.is_head);
+                let us =
+                    u64::try_from(now.duration_since(p.started).as_micros()).unwrap_or(u64::MAX);
+                let (class, is_head) = (p.class.clone(), p.is_head);
                 close = p.close;
                 let resp = p.take();
-                shard.host.record_request(&class, resp.status, us);
+                shard.host.record_request(class.as_str(), resp.status, us);
                 write_response(&mut out, &resp, &date, is_head, close);
             }
             if stream.write_all(&out).await.is_err() || close {
@@ -319,8 +367,11 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
             if buf.is_empty() && dec.state() == ConnState::Idle {
                 // Idle again: the keep-alive deadline runs from the end of
                 // this response, not from the first byte of the request
-                // (the state stayed Idle when it arrived in one read).
-                phase = (ConnState::Idle, Instant::now());
+                // (the state stayed Idle when it arrived in one read),
+                // so the clock is read again: the write may have waited for
+                // a slow reader.
+                now = Instant::now();
+                phase = (ConnState::Idle, now);
             }
             continue;
         }
@@ -343,11 +394,12 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
         }
         let state = dec.state();
         if state != phase.0 {
-            phase = (state, Instant::now());
+            now = Instant::now();
+            phase = (state, now);
         }
         let (limit, answer) = read_timeout(&shard, state, !buf.is_empty());
         let Some(left) = limit
-            .checked_sub(phase.1.elapsed())
+            .checked_sub(now.saturating_duration_since(phase.1))
             .filter(|d| !d.is_zero())
         else {
             if answer {
@@ -375,9 +427,10 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
             }
             return;
         }
+        now = Instant::now();
         if phase.0 == ConnState::Idle && buf.is_empty() {
             // The first byte of a request: its head deadline starts now.
-            phase.1 = Instant::now();
+            phase.1 = now;
         }
         buf.extend_from_slice(&rbuf[..n]);
     }
@@ -441,7 +494,7 @@ pub(crate) fn write_response(
 /// Maps a request to its object (or a built-in endpoint) and waits for the
 /// response. `loopback` says whether the peer is on a loopback address.
 pub async fn route(shard: &Shard, req: cairn_proto::http::Request, loopback: bool) -> Response {
-    match route_start(shard, req, loopback).0 {
+    match route_start(shard, req, loopback, &mut None).0 {
         Routed::Ready(r) => r,
         Routed::Waiting(slot) => {
             std::future::poll_fn(|cx| match slot.resp.borrow_mut().take() {
@@ -463,9 +516,10 @@ fn route_start(
     shard: &Shard,
     req: cairn_proto::http::Request,
     loopback: bool,
-) -> (Routed, Cow<'static, str>) {
-    let mut class = Cow::Borrowed(UNROUTED);
-    let routed = match route_inner(shard, req, loopback, &mut class) {
+    labels: &mut Option<Rc<str>>,
+) -> (Routed, Label) {
+    let mut class = Label::Fixed(UNROUTED);
+    let routed = match route_inner(shard, req, loopback, &mut class, labels) {
         Ok(r) => Routed::Ready(r),
         Err(slot) => Routed::Waiting(slot),
     };
@@ -482,15 +536,15 @@ fn route_inner(
     shard: &Shard,
     req: cairn_proto::http::Request,
     loopback: bool,
-    label: &mut Cow<'static, str>,
+    label: &mut Label,
+    labels: &mut Option<Rc<str>>,
 ) -> Result<Response, Rc<Slot>> {
     let target = cairn_proto::http::target::split(req.target());
     let path = target.path;
-    let query = target.query.unwrap_or("").to_string();
-    let method = req.method().to_string();
     if path.starts_with("/_cairn/") {
-        *label = Cow::Borrowed(ENDPOINTS);
+        *label = Label::Fixed(ENDPOINTS);
     }
+    let method = req.method();
     let read_only_endpoint = path == "/_cairn/health" || path == "/_cairn/metrics";
     if read_only_endpoint && method != "GET" && method != "HEAD" {
         let mut r = Response::error(
@@ -518,6 +572,8 @@ fn route_inner(
             return Err(slot);
         }
         p if p == "/_cairn/objects" || p.starts_with("/_cairn/objects/") => {
+            let query = target.query.unwrap_or("").to_string();
+            let method = method.to_string();
             let auth = req.header("authorization").map(<[u8]>::to_vec);
             let slot = Rc::new(Slot::default());
             let responder = Responder(Some(slot.clone()));
@@ -544,7 +600,7 @@ fn route_inner(
         Ok(r) => r,
         Err(resp) => return Ok(resp),
     };
-    *label = Cow::Owned(t.class.to_string());
+    *label = Label::for_class(&t.class, labels);
     let slot = Rc::new(Slot::default());
     let responder = Responder(Some(slot.clone()));
     shard

@@ -218,9 +218,12 @@ struct Group {
     seq: u64,
     mutations: Cell<usize>,
     state: RefCell<GroupState>,
-    /// For a disk ticket: the storage ticket, until the first waiter hands it
-    /// to a task that awaits it on behalf of every clone.
+    /// For a disk ticket: the storage ticket, until the first waiter takes it
+    /// to await it on behalf of every clone (`TicketFuture`).
     disk: RefCell<Option<cairn_storage::Ticket>>,
+    /// A wait on the storage ticket that its driver dropped unfinished; the
+    /// next waiter polled takes it over.
+    parked: RefCell<Option<DiskWait>>,
 }
 
 impl Group {
@@ -245,7 +248,10 @@ pub struct Ticket(Rc<Group>);
 impl Ticket {
     /// Resolves once the commit group holding the mutation is durable.
     pub fn durable(&self) -> TicketFuture {
-        TicketFuture(self.0.clone())
+        TicketFuture {
+            group: self.0.clone(),
+            disk: None,
+        }
     }
     /// True once the mutation is durable.
     pub fn is_durable(&self) -> bool {
@@ -272,6 +278,7 @@ impl Ticket {
                 wakers: Vec::new(),
             }),
             disk: RefCell::new(Some(t)),
+            parked: RefCell::new(None),
         }))
     }
     /// The in-memory commit group's sequence number; later groups have larger
@@ -288,36 +295,76 @@ impl fmt::Debug for Ticket {
 }
 
 /// The future returned by [`Ticket::durable`].
-pub struct TicketFuture(Rc<Group>);
+///
+/// The first future polled for a disk ticket drives the storage ticket's
+/// wait itself (no task per ticket: an increment's response waits on one
+/// future, not on a chain of tasks) and resolves the group for every clone.
+/// INVARIANT: a taken wait is either driven by a live future or parked in
+/// the group: a future dropped with its wait unfinished parks it and wakes
+/// the other waiters, so one of them takes it over (no clone waits on a wait
+/// nobody drives, and no task is spawned from a destructor).
+pub struct TicketFuture {
+    group: Rc<Group>,
+    /// The storage ticket's wait, once this future took it from the group.
+    disk: Option<DiskWait>,
+}
+
+/// A storage ticket's wait, yielding the group's outcome.
+type DiskWait = Pin<Box<dyn Future<Output = Result<(), CommitError>>>>;
+
+/// The wait for storage ticket `t`, with the test hooks' artificial delay.
+fn disk_wait(t: cairn_storage::Ticket) -> DiskWait {
+    Box::pin(async move {
+        let outcome = t
+            .durable()
+            .await
+            .map_err(|e| CommitError::Io { reason: e.reason });
+        #[cfg(feature = "test-hooks")]
+        {
+            let ms = crate::test_hooks::commit_delay_ms();
+            if ms > 0 {
+                glommio::timer::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+        }
+        outcome
+    })
+}
 
 impl Future for TicketFuture {
     type Output = Result<(), CommitError>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let disk = self.0.disk.borrow_mut().take();
-        if let Some(t) = disk {
-            let group = self.0.clone();
-            glommio::spawn_local(async move {
-                let outcome = t
-                    .durable()
-                    .await
-                    .map_err(|e| CommitError::Io { reason: e.reason });
-                #[cfg(feature = "test-hooks")]
-                {
-                    let ms = crate::test_hooks::commit_delay_ms();
-                    if ms > 0 {
-                        glommio::timer::sleep(std::time::Duration::from_millis(ms)).await;
-                    }
-                }
-                group.resolve(outcome);
-            })
-            .detach();
+        let this = self.get_mut();
+        if this.disk.is_none() {
+            let parked = this.group.parked.borrow_mut().take();
+            this.disk = parked.or_else(|| this.group.disk.borrow_mut().take().map(disk_wait));
         }
-        let mut st = self.0.state.borrow_mut();
+        if let Some(wait) = this.disk.as_mut()
+            && let Poll::Ready(outcome) = wait.as_mut().poll(cx)
+        {
+            this.disk = None;
+            this.group.resolve(outcome);
+        }
+        let mut st = this.group.state.borrow_mut();
         match &st.outcome {
             Some(o) => Poll::Ready(o.clone()),
             None => {
-                st.wakers.push(cx.waker().clone());
+                if this.disk.is_none() {
+                    // Another clone drives the wait; it wakes us on resolve.
+                    st.wakers.push(cx.waker().clone());
+                }
                 Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for TicketFuture {
+    fn drop(&mut self) {
+        if let Some(wait) = self.disk.take() {
+            *self.group.parked.borrow_mut() = Some(wait);
+            let wakers = std::mem::take(&mut self.group.state.borrow_mut().wakers);
+            for w in wakers {
+                w.wake();
             }
         }
     }
@@ -549,6 +596,7 @@ impl MemStore {
                     wakers: Vec::new(),
                 }),
                 disk: RefCell::new(None),
+                parked: RefCell::new(None),
             })
         });
         group.mutations.set(group.mutations.get() + mutations);

@@ -13,8 +13,8 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Every Rust source file the project owns, excluding build output and fuzz
-/// corpora.
+/// Every Rust source file the project owns, excluding build output, fuzz
+/// corpora and vendored crates.
 fn rust_sources() -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -25,7 +25,9 @@ fn rust_sources() -> Vec<PathBuf> {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             if path.is_dir() {
+                // vendor/: third-party crates kept in upstream's style.
                 if name == "target"
+                    || name == "vendor"
                     || name.starts_with('.')
                     || name == "corpus"
                     || name == "artifacts"
