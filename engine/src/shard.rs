@@ -561,6 +561,19 @@ async fn run_gateway(
         })
         .detach();
     }
+    // The gateway waits for calls in glommio's blocking-thread pool. That
+    // pool's answer can reach an executor that has just gone to sleep
+    // without waking it (seen after load runs: the gateway slept through
+    // SIGTERM and `cairn` never exited), and an executor only collects the
+    // pool's answers when it loops. This timer makes it loop at least every
+    // GATEWAY_POLL_MS, so a missed wake-up costs that much, not forever.
+    let awake = stopping.clone();
+    glommio::spawn_local(async move {
+        while !awake.load(Ordering::Acquire) {
+            glommio::timer::sleep(Duration::from_millis(GATEWAY_POLL_MS)).await;
+        }
+    })
+    .detach();
     let mut calls = calls;
     loop {
         let (back, got) = glommio::executor()
