@@ -224,6 +224,10 @@ struct Group {
     /// A wait on the storage ticket that its driver dropped unfinished; the
     /// next waiter polled takes it over.
     parked: RefCell<Option<DiskWait>>,
+    /// For a disk ticket: a clone of the storage ticket that stays, so that
+    /// [`Ticket::is_durable`] is true once the group is on disk even while
+    /// nobody drives the wait (its driver was dropped and the wait parked).
+    probe: Option<cairn_storage::Ticket>,
 }
 
 impl Group {
@@ -263,8 +267,7 @@ impl Ticket {
         matches!(self.0.state.borrow().outcome, Some(Ok(())))
             || self
                 .0
-                .disk
-                .borrow()
+                .probe
                 .as_ref()
                 .is_some_and(cairn_storage::Ticket::is_durable)
     }
@@ -277,6 +280,7 @@ impl Ticket {
                 outcome: None,
                 wakers: Vec::new(),
             }),
+            probe: Some(t.clone()),
             disk: RefCell::new(Some(t)),
             parked: RefCell::new(None),
         }))
@@ -597,6 +601,7 @@ impl MemStore {
                 }),
                 disk: RefCell::new(None),
                 parked: RefCell::new(None),
+                probe: None,
             })
         });
         group.mutations.set(group.mutations.get() + mutations);
@@ -1051,6 +1056,36 @@ mod tests {
             let t = s.put(&A, b"k", b"v").unwrap();
             assert_eq!(s.get(&A, b"k").await.unwrap().as_deref(), Some(&b"v"[..]));
             assert!(!t.is_durable());
+        });
+    }
+
+    #[test]
+    fn a_disk_ticket_whose_waiter_was_dropped_still_reports_durability() {
+        run_local(async {
+            let disk = Rc::new(cairn_storage::MemDisk::new());
+            let s = Store::open_on(disk, cairn_storage::StoreOptions::default())
+                .await
+                .unwrap();
+            let t = s.put(&A, b"k", b"v").unwrap();
+            // A waiter polled once and dropped (a closed socket's writer, a
+            // cancelled request) takes the storage wait and parks it.
+            {
+                let mut wait = std::pin::pin!(t.durable());
+                let polled = std::future::poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx))).await;
+                assert!(polled.is_pending());
+            }
+            // Nobody drives the wait now; the commit loop still makes the
+            // group durable, and the ticket must say so (eviction and the
+            // output gate ask `is_durable` without awaiting).
+            for _ in 0..500 {
+                if t.is_durable() {
+                    break;
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            assert!(t.is_durable());
+            // A later waiter takes the parked wait over and resolves.
+            t.durable().await.unwrap();
         });
     }
 

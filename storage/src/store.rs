@@ -154,6 +154,17 @@ pub struct Ticket {
     group: u64,
 }
 
+/// A clone refers to the same group: either may be awaited or asked
+/// [`Ticket::is_durable`].
+impl Clone for Ticket {
+    fn clone(&self) -> Self {
+        Ticket {
+            inner: self.inner.clone(),
+            group: self.group,
+        }
+    }
+}
+
 impl std::fmt::Debug for Ticket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ticket")
