@@ -249,6 +249,12 @@ pub struct ShardStats {
     pub queue_depth_max: u64,
     /// HTTP requests accepted on this shard, by class and status.
     pub requests: Vec<(String, u16, RequestStats)>,
+    /// WebSocket counters of the sockets this shard holds.
+    pub ws: crate::ws::WsMetrics,
+    /// Objects with open sockets on this shard that are not in memory.
+    pub hibernated_objects: u64,
+    /// Open sockets on this shard per class, sorted by class.
+    pub open_sockets: Vec<(String, usize)>,
 }
 
 /// Milliseconds since the Unix epoch; injectable so tests control time.
@@ -568,6 +574,9 @@ impl ObjectHost {
                 .max()
                 .unwrap_or(0),
             requests,
+            ws: self.ws_metrics(),
+            hibernated_objects: self.hibernated_objects() as u64,
+            open_sockets: self.open_sockets_by_class(),
         }
     }
 

@@ -559,12 +559,12 @@ fn route_inner(
         "/_cairn/metrics" => {
             let slot = Rc::new(Slot::default());
             let responder = Responder(Some(slot.clone()));
-            let (host, shard_id) = (shard.host.clone(), shard.id);
+            let host = shard.host.clone();
             glommio::spawn_local(async move {
-                let mut resp = metrics(&host.gather_stats().await);
-                // WebSocket figures are this shard's own (its sockets).
+                let all = host.gather_stats().await;
+                let mut resp = metrics(&all);
                 let mut body = resp.body.to_vec();
-                body.extend_from_slice(crate::ws::metrics_text(shard_id, &host).as_bytes());
+                body.extend_from_slice(crate::ws::metrics_text(&all).as_bytes());
                 resp.body = body.into();
                 responder.send(resp);
             })

@@ -39,40 +39,50 @@ pub mod upgrade;
 pub use api::{Message, WebSockets, WsError};
 pub use table::{SocketId, WsLimits, WsMetrics};
 
-use crate::host::ObjectHost;
+use crate::host::ShardStats;
 
-/// The WebSocket rows of `/_cairn/metrics` for one shard, Prometheus text.
-pub fn metrics_text(shard: u32, host: &ObjectHost) -> String {
-    let m = host.ws_metrics();
+/// A metric's name, Prometheus type, and value for one shard.
+type Row = (&'static str, &'static str, fn(&ShardStats) -> u64);
+
+/// The WebSocket rows of `/_cairn/metrics`, one sample per shard, gathered
+/// with the other statistics by mail (every shard's sockets, not only the
+/// answering shard's), Prometheus text.
+pub fn metrics_text(all: &[ShardStats]) -> String {
     let mut out = String::new();
-    let rows: [(&str, &str, u64); 8] = [
-        ("cairn_ws_messages_in_total", "counter", m.messages_in),
-        ("cairn_ws_messages_out_total", "counter", m.messages_out),
-        ("cairn_ws_bytes_in_total", "counter", m.bytes_in),
-        ("cairn_ws_bytes_out_total", "counter", m.bytes_out),
-        (
-            "cairn_ws_slow_consumer_closes_total",
-            "counter",
-            m.slow_consumer_closes,
-        ),
-        ("cairn_ws_accepted_total", "counter", m.accepted),
-        ("cairn_ws_hibernations_total", "counter", m.hibernations),
-        (
-            "cairn_ws_hibernated_objects",
-            "gauge",
-            host.hibernated_objects() as u64,
-        ),
+    let rows: [Row; 8] = [
+        ("cairn_ws_messages_in_total", "counter", |s| {
+            s.ws.messages_in
+        }),
+        ("cairn_ws_messages_out_total", "counter", |s| {
+            s.ws.messages_out
+        }),
+        ("cairn_ws_bytes_in_total", "counter", |s| s.ws.bytes_in),
+        ("cairn_ws_bytes_out_total", "counter", |s| s.ws.bytes_out),
+        ("cairn_ws_slow_consumer_closes_total", "counter", |s| {
+            s.ws.slow_consumer_closes
+        }),
+        ("cairn_ws_accepted_total", "counter", |s| s.ws.accepted),
+        ("cairn_ws_hibernations_total", "counter", |s| {
+            s.ws.hibernations
+        }),
+        ("cairn_ws_hibernated_objects", "gauge", |s| {
+            s.hibernated_objects
+        }),
     ];
-    for (name, kind, v) in rows {
-        out.push_str(&format!(
-            "# TYPE {name} {kind}\n{name}{{shard=\"{shard}\"}} {v}\n"
-        ));
+    for (name, kind, value) in rows {
+        out.push_str(&format!("# TYPE {name} {kind}\n"));
+        for s in all {
+            out.push_str(&format!("{name}{{shard=\"{}\"}} {}\n", s.shard, value(s)));
+        }
     }
     out.push_str("# TYPE cairn_ws_open_sockets gauge\n");
-    for (class, n) in host.open_sockets_by_class() {
-        out.push_str(&format!(
-            "cairn_ws_open_sockets{{shard=\"{shard}\",class=\"{class}\"}} {n}\n"
-        ));
+    for s in all {
+        for (class, n) in &s.open_sockets {
+            out.push_str(&format!(
+                "cairn_ws_open_sockets{{shard=\"{}\",class=\"{class}\"}} {n}\n",
+                s.shard
+            ));
+        }
     }
     out
 }

@@ -456,3 +456,31 @@ fn an_object_refuses_sockets_past_its_limit_with_503() {
     // Another object is not affected.
     let _c = connect(&s, "/echo/other");
 }
+
+#[test]
+fn every_scrape_counts_the_sockets_of_every_shard() {
+    let s = Server::start(4);
+    // Eight rooms: their owners are spread over the four shards.
+    let sockets: Vec<_> = (0..8)
+        .map(|i| connect(&s, &format!("/room/spread{i}?name=m")))
+        .collect();
+    // A socket accepted on another shard is handed to its room's owner; wait
+    // until every handover is done.
+    let deadline = Instant::now() + WAIT;
+    while metric(&s, "cairn_ws_open_sockets") != 8 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Each scrape is a new connection, answered by whichever shard accepts
+    // it; every one must count all eight sockets.
+    for _ in 0..6 {
+        assert_eq!(metric(&s, "cairn_ws_open_sockets"), 8);
+        assert_eq!(metric(&s, "cairn_ws_accepted_total"), 8);
+    }
+    let text = s.send("GET", "/_cairn/metrics", b"").text();
+    let shards_with_rows = text
+        .lines()
+        .filter(|l| l.starts_with("cairn_ws_accepted_total{"))
+        .count();
+    assert_eq!(shards_with_rows, 4, "one sample per shard:\n{text}");
+    drop(sockets);
+}
