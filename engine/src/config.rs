@@ -57,7 +57,8 @@ pub struct Config {
     /// past it the connection gets 408 and is closed. Default 10000.
     pub header_timeout_ms: u64,
     /// Time a client has to send a whole request body, from the end of the
-    /// head; past it the connection gets 408 and is closed. Default 30000.
+    /// head; past it the connection gets 408 and is closed. Default 10000
+    /// (the 1 MiB default body at 100 KiB/s; a stalled body is a slowloris).
     pub body_timeout_ms: u64,
     /// An idle keep-alive connection (no byte of a next request) is closed
     /// after this long. Default 60000.
@@ -110,7 +111,7 @@ impl Default for Config {
             admin_token: None,
             connections_max: 10_000,
             header_timeout_ms: 10_000,
-            body_timeout_ms: 30_000,
+            body_timeout_ms: 10_000,
             keepalive_timeout_ms: 60_000,
             write_timeout_ms: 30_000,
             park_spin_us: 0,
@@ -222,7 +223,7 @@ const OPTIONS: &[OptSpec] = &[
     OptSpec {
         flag: "body-timeout-ms",
         env: "CAIRN_BODY_TIMEOUT_MS",
-        help: "ms to receive a request body after its head, else 408 [default: 30000]",
+        help: "ms to receive a request body after its head, else 408 [default: 10000]",
     },
     OptSpec {
         flag: "keepalive-timeout-ms",

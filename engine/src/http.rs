@@ -541,11 +541,11 @@ fn route_inner(
 ) -> Result<Response, Rc<Slot>> {
     let target = cairn_proto::http::target::split(req.target());
     let path = target.path;
-    if path.starts_with("/_cairn/") {
+    if path.starts_with("/_cairn/") || path == "/" {
         *label = Label::Fixed(ENDPOINTS);
     }
     let method = req.method();
-    let read_only_endpoint = path == "/_cairn/health" || path == "/_cairn/metrics";
+    let read_only_endpoint = path == "/_cairn/health" || path == "/_cairn/metrics" || path == "/";
     if read_only_endpoint && method != "GET" && method != "HEAD" {
         let mut r = Response::error(
             ErrorCode::MethodNotAllowed,
@@ -555,6 +555,7 @@ fn route_inner(
         return Ok(r);
     }
     match path {
+        "/" => return Ok(index()),
         "/_cairn/health" => return Ok(health(shard)),
         "/_cairn/metrics" => {
             let slot = Rc::new(Slot::default());
@@ -691,6 +692,18 @@ pub(crate) fn resolve(
 
 /// `ok`, or 503 `read_only` with storage's reason once a write or fdatasync
 /// failed (writes on this shard fail until it is restarted; reads go on).
+/// `GET /`: what answers here and where to look, so that a first `curl` (or
+/// a probe pointed at the root) gets a 200 rather than a 404.
+fn index() -> Response {
+    Response::json(
+        200,
+        format!(
+            r#"{{"server":"cairn","version":"{}","objects":"/{{class}}/{{name}}/...","health":"/_cairn/health","metrics":"/_cairn/metrics"}}"#,
+            env!("CARGO_PKG_VERSION")
+        ),
+    )
+}
+
 fn health(shard: &Shard) -> Response {
     match shard.host.store().stats().read_only_reason {
         None => Response::json(200, format!(r#"{{"status":"ok","shard":{}}}"#, shard.id)),

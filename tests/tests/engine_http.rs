@@ -182,7 +182,6 @@ fn objects_are_addressable_by_id() {
 fn unknown_routes_are_json_404s() {
     let s = Server::start(1);
     for path in [
-        "/",
         "/nope/x",
         "/counter",
         "/counter/",
@@ -226,6 +225,23 @@ fn malformed_requests_get_4xx_and_the_connection_closes() {
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(text.contains("Connection: close"), "{text}");
+}
+
+#[test]
+fn the_root_says_what_answers_where_and_takes_only_reads() {
+    let s = Server::start(1);
+    let r = s.send("GET", "/", b"");
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+    assert_eq!(v["server"], "cairn");
+    assert_eq!(v["health"], "/_cairn/health");
+    let post = s.send("POST", "/", b"x");
+    assert_eq!(post.status, 405);
+    assert!(
+        post.text().contains("method_not_allowed"),
+        "{}",
+        post.text()
+    );
 }
 
 #[test]

@@ -33,23 +33,14 @@ fn http_probe_reports_zero_failures() {
         eprintln!("SKIPPED: {} or python3 not found", probe.display());
         return;
     }
-    // Timeouts well under the probe's --slow-timeout, so the slowloris cases
-    // see 408s; the server's defaults (10 s, 30 s) are for production.
-    let s = Server::start_with(
-        2,
-        &["--header-timeout-ms", "3000", "--body-timeout-ms", "3000"],
-    );
+    // Every default, the server's and the probe's (path `/`, its own
+    // timeouts): what a user who points the probe at `cairn` runs. The
+    // server's header and body timeouts (10 s) are under the probe's
+    // --slow-timeout (15 s), so the slowloris cases see 408s.
+    let s = Server::start(2);
     let out = Command::new("python3")
         .arg(&probe)
         .args(["127.0.0.1", &s.addr.port().to_string()])
-        .args([
-            "--path",
-            "/_cairn/health",
-            "--timeout",
-            "10",
-            "--slow-timeout",
-            "15",
-        ])
         .args(["--max-seconds", "240"])
         .output()
         .expect("run http_probe.py");
