@@ -579,7 +579,7 @@ mod tests {
                 c.body_timeout_ms,
                 c.keepalive_timeout_ms
             ),
-            (10_000, 30_000, 60_000)
+            (10_000, 10_000, 60_000)
         );
         assert_eq!(c.write_timeout_ms, 30_000);
     }

@@ -698,7 +698,10 @@ fn index() -> Response {
     Response::json(
         200,
         format!(
-            r#"{{"server":"cairn","version":"{}","objects":"/{{class}}/{{name}}/...","health":"/_cairn/health","metrics":"/_cairn/metrics"}}"#,
+            concat!(
+                r#"{{"server":"cairn","version":"{}","objects":"/{{class}}/{{name}}/...","#,
+                r#""health":"/_cairn/health","metrics":"/_cairn/metrics"}}"#
+            ),
             env!("CARGO_PKG_VERSION")
         ),
     )
