@@ -31,7 +31,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::io::{ErrorKind as IoKind, Read, Write};
+use std::io::{ErrorKind as IoKind, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -44,6 +44,7 @@ use rustix::io::Errno;
 
 use crate::error::RunError;
 use crate::http_codec::{ResponseReader, write_request};
+use crate::outbox::Outbox;
 use crate::pacing::{Pacer, share, stagger};
 use crate::report::{Report, RunInfo};
 use crate::rng::SplitMix64;
@@ -242,14 +243,11 @@ struct Conn {
     reader: ResponseReader,
     /// Per request in flight: when it counts from, and whether it was HEAD.
     inflight: VecDeque<(Instant, bool)>,
-    /// Requests rendered and not yet fully written: `out[sent..]`.
-    out: Vec<u8>,
-    sent: usize,
+    /// Requests rendered and not yet fully written.
+    out: Outbox,
     input: BytesMut,
     /// The timer armed for this connection, if any.
     timer: Option<Instant>,
-    /// Whether the socket is registered for writability (a write was short).
-    want_write: bool,
     /// The request templates cannot be rendered: this slot stops.
     given_up: bool,
 }
@@ -306,11 +304,9 @@ fn worker(
                 ready_at: None,
                 reader: ResponseReader::new(),
                 inflight: VecDeque::with_capacity(config.pipeline as usize),
-                out: Vec::with_capacity(CONN_BUFFER_BYTES_INITIAL),
-                sent: 0,
+                out: Outbox::with_capacity(CONN_BUFFER_BYTES_INITIAL),
                 input: BytesMut::with_capacity(CONN_BUFFER_BYTES_INITIAL),
                 timer: None,
-                want_write: false,
                 given_up: false,
             }
         })
@@ -459,9 +455,7 @@ impl Conn {
         self.reader = ResponseReader::new();
         self.inflight.clear();
         self.out.clear();
-        self.sent = 0;
         self.input.clear();
-        self.want_write = false;
     }
 
     /// Counts a failed socket operation (if inside the measured window) and
@@ -509,7 +503,7 @@ impl Conn {
             spec.path.render(key, &mut sh.target);
             spec.body.render(key, &mut sh.body);
             let written = write_request(
-                &mut self.out,
+                &mut self.out.buf,
                 &spec.method,
                 &sh.target,
                 &sh.headers,
@@ -529,38 +523,13 @@ impl Conn {
         self.flush(sh, now);
     }
 
-    /// Writes what is pending; on a short write, asks epoll for writability.
+    /// Writes what is pending; a failure replaces the connection.
     fn flush(&mut self, sh: &mut Shared<'_>, now: Instant) {
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
-        while self.sent < self.out.len() {
-            match stream.write(&self.out[self.sent..]) {
-                Ok(0) => return self.fail(sh, ErrorKind::Write, now),
-                Ok(n) => self.sent += n,
-                Err(e) if e.kind() == IoKind::WouldBlock => {
-                    if !self.want_write {
-                        self.want_write = true;
-                        let flags = epoll::EventFlags::IN | epoll::EventFlags::OUT;
-                        let data = epoll::EventData::new_u64(self.slot as u64);
-                        if epoll::modify(&sh.epoll, &*stream, data, flags).is_err() {
-                            return self.fail(sh, ErrorKind::Write, now);
-                        }
-                    }
-                    return;
-                }
-                Err(e) if e.kind() == IoKind::Interrupted => {}
-                Err(_) => return self.fail(sh, ErrorKind::Write, now),
-            }
-        }
-        self.out.clear();
-        self.sent = 0;
-        if self.want_write {
-            self.want_write = false;
-            let data = epoll::EventData::new_u64(self.slot as u64);
-            if epoll::modify(&sh.epoll, &*stream, data, epoll::EventFlags::IN).is_err() {
-                self.fail(sh, ErrorKind::Write, now);
-            }
+        if self.out.flush(stream, &sh.epoll, self.slot).is_err() {
+            self.fail(sh, ErrorKind::Write, now);
         }
     }
 

@@ -39,6 +39,7 @@ pub mod cli;
 pub mod error;
 pub mod http_codec;
 pub mod http_run;
+mod outbox;
 pub mod pacing;
 pub mod report;
 pub mod rng;

@@ -51,6 +51,7 @@ use rustix::io::Errno;
 
 use crate::error::RunError;
 use crate::http_run::Pinning;
+use crate::outbox::Outbox;
 use crate::pacing::{Pacer, share, stagger};
 use crate::report::{Report, RunInfo};
 use crate::rng::SplitMix64;
@@ -219,11 +220,8 @@ struct Member {
     input: Vec<u8>,
     /// A fragmented message being reassembled.
     fragments: Vec<u8>,
-    /// Bytes to send not yet written: `out[sent..]`.
-    out: Vec<u8>,
-    sent: usize,
-    /// Registered for writability (a write came up short).
-    want_write: bool,
+    /// Bytes to send not yet written.
+    out: Outbox,
 }
 
 /// What one worker shares between its members.
@@ -289,9 +287,7 @@ fn worker(
                 rng: SplitMix64::new(rng.next_u64()),
                 input: Vec::with_capacity(4096),
                 fragments: Vec::new(),
-                out: Vec::with_capacity(256),
-                sent: 0,
-                want_write: false,
+                out: Outbox::with_capacity(256),
             });
         }
         for (m, started) in (batch_start..batch_end).zip(pending.drain(..)) {
@@ -377,7 +373,7 @@ impl Member {
     fn queue_text(&mut self, text: &str) {
         let mask = (self.rng.next_u64() as u32).to_le_bytes();
         encode_frame(
-            &mut self.out,
+            &mut self.out.buf,
             true,
             Opcode::Text,
             Some(mask),
@@ -420,38 +416,13 @@ impl Member {
         }
     }
 
-    /// Writes what is pending; on a short write, asks epoll for writability.
+    /// Writes what is pending; a failure replaces the connection.
     fn flush(&mut self, sh: &mut Shared, now: Instant) {
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
-        while self.sent < self.out.len() {
-            match stream.write(&self.out[self.sent..]) {
-                Ok(0) => return self.fail(sh, ErrorKind::Write, now),
-                Ok(n) => self.sent += n,
-                Err(e) if e.kind() == IoKind::WouldBlock => {
-                    if !self.want_write {
-                        self.want_write = true;
-                        let flags = epoll::EventFlags::IN | epoll::EventFlags::OUT;
-                        let data = epoll::EventData::new_u64(self.slot as u64);
-                        if epoll::modify(&sh.epoll, &*stream, data, flags).is_err() {
-                            return self.fail(sh, ErrorKind::Write, now);
-                        }
-                    }
-                    return;
-                }
-                Err(e) if e.kind() == IoKind::Interrupted => {}
-                Err(_) => return self.fail(sh, ErrorKind::Write, now),
-            }
-        }
-        self.out.clear();
-        self.sent = 0;
-        if self.want_write {
-            self.want_write = false;
-            let data = epoll::EventData::new_u64(self.slot as u64);
-            if epoll::modify(&sh.epoll, &*stream, data, epoll::EventFlags::IN).is_err() {
-                self.fail(sh, ErrorKind::Write, now);
-            }
+        if self.out.flush(stream, &sh.epoll, self.slot).is_err() {
+            self.fail(sh, ErrorKind::Write, now);
         }
     }
 
@@ -527,14 +498,14 @@ impl Member {
                 Opcode::Ping => {
                     let pong = payload.to_vec();
                     let mask = (self.rng.next_u64() as u32).to_le_bytes();
-                    encode_frame(&mut self.out, true, Opcode::Pong, Some(mask), &pong);
+                    encode_frame(&mut self.out.buf, true, Opcode::Pong, Some(mask), &pong);
                 }
                 Opcode::Pong => {}
                 Opcode::Close => break Err(ErrorKind::Closed),
             }
         };
         self.input.drain(..pos);
-        if !self.out.is_empty() {
+        if !self.out.buf.is_empty() {
             self.flush(sh, now);
         }
         result
@@ -607,9 +578,7 @@ mod tests {
             rng: SplitMix64::new(1),
             input: Vec::new(),
             fragments: Vec::new(),
-            out: Vec::new(),
-            sent: 0,
-            want_write: false,
+            out: Outbox::default(),
         }
     }
 
@@ -662,8 +631,8 @@ mod tests {
         m.input.extend_from_slice(&wire);
         m.decode(&mut sh, Instant::now(), true).unwrap();
         // The ping is answered with a masked pong carrying its payload.
-        assert_eq!(m.out[0], 0x80 | Opcode::Pong.as_u8());
-        assert_eq!(m.out[1], 0x80 | 2);
+        assert_eq!(m.out.buf[0], 0x80 | Opcode::Pong.as_u8());
+        assert_eq!(m.out.buf[1], 0x80 | 2);
     }
 
     #[test]
