@@ -23,7 +23,7 @@ use crate::store::{ListOptions, StorageError};
 
 /// Registers every built-in class in `classes`.
 pub fn register(classes: &mut Classes) {
-    classes.register("counter", || Counter { value: None });
+    classes.register("counter", || Counter { value: 0 });
     classes.register("kv", || Kv);
     classes.register("property", || property::Property);
     classes.register("ratelimit", ratelimit::RateLimit::default);
@@ -59,33 +59,31 @@ fn storage_error(e: &StorageError) -> Response {
     }
 }
 
-/// A signed 64-bit counter. State: key `value`, 8 bytes big-endian.
+/// A signed 64-bit counter. State: key `value`, 8 bytes big-endian, loaded
+/// once per activation by `init` (the Durable Objects pattern of a
+/// constructor that loads state under `blockConcurrencyWhile`).
 pub struct Counter {
-    /// Cached value; `None` until loaded from storage.
-    value: Option<i64>,
-}
-
-impl Counter {
-    async fn load(&mut self, ctx: &Context) -> Result<i64, StorageError> {
-        if let Some(v) = self.value {
-            return Ok(v);
-        }
-        let v = ctx.storage().get(b"value").await?;
-        let v = v
-            .and_then(|b| <[u8; 8]>::try_from(&b[..]).ok())
-            .map_or(0, i64::from_be_bytes);
-        self.value = Some(v);
-        Ok(v)
-    }
+    /// The value, as of the latest write.
+    value: i64,
 }
 
 impl Object for Counter {
+    fn init<'a>(
+        &'a mut self,
+        ctx: &'a Context,
+    ) -> LocalFuture<'a, Result<(), Box<dyn std::error::Error>>> {
+        Box::pin(async move {
+            let v = ctx.storage().get(b"value").await?;
+            self.value = v
+                .and_then(|b| <[u8; 8]>::try_from(&b[..]).ok())
+                .map_or(0, i64::from_be_bytes);
+            Ok(())
+        })
+    }
+
     fn fetch<'a>(&'a mut self, ctx: &'a Context, req: Request) -> LocalFuture<'a, Response> {
         Box::pin(async move {
-            let value = match self.load(ctx).await {
-                Ok(v) => v,
-                Err(e) => return storage_error(&e),
-            };
+            let value = self.value;
             match (req.method.as_str(), req.path.as_str()) {
                 ("GET", "" | "/") => Response::json(200, format!(r#"{{"value":{value}}}"#)),
                 ("POST", "/increment") => {
@@ -113,7 +111,7 @@ impl Object for Counter {
                     if let Err(e) = ctx.storage().put(b"value", &next.to_be_bytes()) {
                         return storage_error(&e);
                     }
-                    self.value = Some(next);
+                    self.value = next;
                     Response::json(200, format!(r#"{{"value":{next}}}"#))
                 }
                 (_, "" | "/" | "/increment") => {

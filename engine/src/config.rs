@@ -26,6 +26,10 @@ pub struct Config {
     pub mailbox_depth_max: usize,
     /// An object with no event for this long is evicted from memory. Default 60000.
     pub idle_ms_evict: u64,
+    /// Longest an object's `init` may take; past it, or on its failure, the
+    /// object is reset and the event that woke it answered 503 `init_failed`.
+    /// Default 30000.
+    pub init_timeout_ms: u64,
     /// Per-shard memory budget. A quarter is held back for what the runtime
     /// does not itemise; the rest covers the storage index (every key of every
     /// object, in memory by design; `cairn_storage_index_bytes`) plus the
@@ -101,6 +105,7 @@ impl Default for Config {
             object_queue_depth_max: 128,
             mailbox_depth_max: 1024,
             idle_ms_evict: 60_000,
+            init_timeout_ms: 30_000,
             object_memory_bytes_max: 256 << 20,
             body_bytes_max: 1 << 20,
             header_bytes_max: 16 << 10,
@@ -167,6 +172,12 @@ const OPTIONS: &[OptSpec] = &[
         flag: "idle-ms-evict",
         env: "CAIRN_IDLE_MS_EVICT",
         help: "evict idle objects after ms [default: 60000]",
+    },
+    OptSpec {
+        flag: "init-timeout-ms",
+        env: "CAIRN_INIT_TIMEOUT_MS",
+        help: "longest an object's init may take before it is reset and its event \
+               answered 503 init_failed [default: 30000]",
     },
     OptSpec {
         flag: "object-memory-bytes-max",
@@ -393,6 +404,7 @@ fn set(cfg: &mut Config, flag: &str, v: &str, source: &str) -> Result<(), Config
         "object-queue-depth-max" => cfg.object_queue_depth_max = num(source, v)?,
         "mailbox-depth-max" => cfg.mailbox_depth_max = num(source, v)?,
         "idle-ms-evict" => cfg.idle_ms_evict = num(source, v)?,
+        "init-timeout-ms" => cfg.init_timeout_ms = num(source, v)?,
         "object-memory-bytes-max" => cfg.object_memory_bytes_max = num(source, v)?,
         "body-bytes-max" => cfg.body_bytes_max = num(source, v)?,
         "header-bytes-max" => cfg.header_bytes_max = num(source, v)?,

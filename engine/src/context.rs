@@ -49,7 +49,35 @@ pub struct Context {
     pub(crate) unconfirmed: Cell<bool>,
     /// The socket a WebSocket upgrade `fetch` may accept.
     pub(crate) upgrade: Cell<Option<SocketId>>,
+    /// A `block_concurrency_while` failed: the object is reset after this event.
+    pub(crate) reset: Cell<bool>,
 }
+
+/// Why [`Context::block_concurrency_while`] gave up. Either way the object is
+/// reset once the current event ends: its in-memory state is dropped and the
+/// next event starts from storage on a fresh instance.
+#[derive(Debug)]
+pub enum BlockError<E> {
+    /// The work returned this error.
+    Failed(E),
+    /// The work did not finish within the limit; it was dropped (cancelled)
+    /// at its last suspension point.
+    TimedOut {
+        /// The limit, in milliseconds.
+        limit_ms: u64,
+    },
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for BlockError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlockError::Failed(e) => write!(f, "{e}"),
+            BlockError::TimedOut { limit_ms } => write!(f, "timed out after {limit_ms} ms"),
+        }
+    }
+}
+
+impl<E: std::fmt::Debug + std::fmt::Display> std::error::Error for BlockError<E> {}
 
 impl Context {
     /// This object's ID.
@@ -88,6 +116,47 @@ impl Context {
     /// wait for every write made before them.
     pub fn allow_unconfirmed(&self) {
         self.unconfirmed.set(true);
+    }
+
+    /// Runs `work` with the input gate held, bounded by `limit`: the
+    /// Durable Objects `blockConcurrencyWhile`, for initialisation and other
+    /// work no event may observe half done. If `work` fails or outlasts
+    /// `limit` the object is reset after this event (see [`BlockError`]).
+    ///
+    /// Cairn's gate already holds every event for its whole duration (events
+    /// of one object never interleave, even across awaits), so no event can
+    /// start inside `work` with or without this call; what it adds is the
+    /// bound and the reset. `Object::init` runs under it with
+    /// `init_timeout_ms`.
+    pub async fn block_concurrency_while<T, E>(
+        &self,
+        limit: std::time::Duration,
+        work: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, BlockError<E>> {
+        let mut work = std::pin::pin!(work);
+        let started = std::time::Instant::now();
+        // The timer is made only if the work suspends: an init that finishes
+        // in its first poll (the common case) costs no timer.
+        let mut timer: Option<glommio::timer::Timer> = None;
+        let done = std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(r) = work.as_mut().poll(cx) {
+                return std::task::Poll::Ready(Some(r));
+            }
+            let t = timer.get_or_insert_with(|| {
+                glommio::timer::Timer::new(limit.saturating_sub(started.elapsed()))
+            });
+            std::pin::Pin::new(t).poll(cx).map(|_| None)
+        })
+        .await;
+        let err = match done {
+            Some(Ok(v)) => return Ok(v),
+            Some(Err(e)) => BlockError::Failed(e),
+            None => BlockError::TimedOut {
+                limit_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+            },
+        };
+        self.reset.set(true);
+        Err(err)
     }
 
     /// A stub for the object `name` of class `class`.

@@ -17,6 +17,19 @@
 //! memory. Tests: `input_gate_delivers_events_in_arrival_order`,
 //! `input_gate_refuses_events_past_the_queue_limit`.
 //!
+//! # Initialisation and resets
+//!
+//! A fresh instance (activation, wake from eviction, reset) runs
+//! `Object::init` before its first event, inside that event's turn at the
+//! gate and under `Context::block_concurrency_while` bounded by
+//! `init_timeout_ms`, so no event ever sees a half-loaded object. An object
+//! is reset (its instance dropped for a fresh one from the factory, whose
+//! `init` runs again at the next event) when a handler panics, when `init`
+//! fails or times out, or when a `block_concurrency_while` fails; a failed
+//! `init` also fails the event that woke it (503 `init_failed`, a failed
+//! alarm attempt, or close 1011). Writes already made stay: the storage
+//! they went to is what the fresh instance loads.
+//!
 //! # Output gate
 //!
 //! A response that follows a write is released only once that write is
@@ -115,6 +128,9 @@ pub struct HostConfig {
     pub alarm_attempts_max: u32,
     /// First retry delay; doubles per attempt. Default 1000.
     pub alarm_backoff_ms_base: u64,
+    /// Longest `Object::init` may take before the object is reset and the
+    /// event that woke it fails with 503 `init_failed`. Default 30000.
+    pub init_timeout_ms: u64,
     /// WebSocket limits and timers.
     pub ws: WsLimits,
 }
@@ -132,6 +148,7 @@ impl Default for HostConfig {
             batch_keys_max: 128,
             alarm_attempts_max: 6,
             alarm_backoff_ms_base: 1000,
+            init_timeout_ms: 30_000,
             ws: WsLimits::default(),
         }
     }
@@ -277,6 +294,12 @@ pub(crate) struct ObjectState {
     /// resolve in order, so it being durable means every earlier write is.
     pub(crate) last_ticket: RefCell<Option<Ticket>>,
     pub(crate) meta_written: Cell<bool>,
+    /// INVARIANT: the instance, present exactly when no event of the object
+    /// is running: the runner takes it out for each event and puts it back,
+    /// or a fresh one after a reset.
+    instance: Cell<Option<Box<dyn Object>>>,
+    /// `Object::init` has succeeded for the instance now in `instance`.
+    initialised: Cell<bool>,
 }
 
 impl ObjectState {
@@ -366,6 +389,9 @@ pub struct HostMetrics {
     pub forwarded: u64,
     /// Stub calls refused because they would cycle or nest too deep.
     pub call_cycles: u64,
+    /// `Object::init` runs that failed, timed out or panicked (each reset
+    /// the object).
+    pub init_failures: u64,
 }
 
 pub(crate) struct HostInner {
@@ -972,40 +998,31 @@ impl HostInner {
                 Self::activate(this, target, factory)
             }
         };
-        match active.queue.try_send(ev) {
-            Ok(()) => {
-                active.pending.set(active.pending.get() + 1);
-                let now = (this.clock)();
-                active.last_used_ms.set(now);
-                // A new object may take the charge over the budget: evict now
-                // rather than at the next tick (this one is busy, so it stays).
-                if fresh && this.charged.get() > this.object_budget() {
-                    this.evict(now);
-                }
-                Ok(())
-            }
-            Err(ev) => Err(Box::new(ev)),
+        active.queue.try_send(ev).map_err(Box::new)?;
+        active.pending.set(active.pending.get() + 1);
+        let now = (this.clock)();
+        active.last_used_ms.set(now);
+        // A new object may take the charge over the budget: evict now
+        // rather than at the next tick (this one is busy, so it stays).
+        if fresh && this.charged.get() > this.object_budget() {
+            this.evict(now);
         }
+        Ok(())
     }
 
     fn activate(this: &Rc<HostInner>, target: Target, factory: ObjectFactory) -> Rc<Active> {
         let (tx, rx) = mailbox::mailbox(this.cfg.object_queue_depth_max);
+        let instance: Box<dyn Object> = factory();
+        let instance_bytes = std::mem::size_of_val(&*instance) as u64 + ALLOC_SLACK;
         let state = Rc::new(ObjectState {
             target,
             last_ticket: RefCell::new(None),
             meta_written: Cell::new(false),
+            instance: Cell::new(Some(instance)),
+            initialised: Cell::new(false),
         });
-        let instance: Box<dyn Object> = factory();
-        let instance_bytes = std::mem::size_of_val(&*instance) as u64 + ALLOC_SLACK;
         let active = Rc::new_cyclic(|weak: &std::rc::Weak<Active>| {
-            let runner = run_object(
-                this.clone(),
-                state.clone(),
-                weak.clone(),
-                rx,
-                instance,
-                factory,
-            );
+            let runner = run_object(this.clone(), state.clone(), weak.clone(), rx);
             let fixed_bytes = fixed_footprint(&state, &runner) + instance_bytes;
             glommio::spawn_local(runner).detach();
             Active {
@@ -1084,34 +1101,60 @@ async fn run_object(
     state: Rc<ObjectState>,
     active: std::rc::Weak<Active>,
     rx: MailboxRx<Event>,
-    mut instance: Box<dyn Object>,
-    factory: ObjectFactory,
 ) {
     while let Some(ev) = rx.recv().await {
-        let ctx = Context {
-            host: host.clone(),
-            obj: state.clone(),
-            unconfirmed: Cell::new(false),
-            upgrade: Cell::new(None),
+        let Some(instance) = state.instance.take() else {
+            unreachable!("an event of {} started while another ran", state.target.id)
         };
-        let panicked = match ev {
-            Event::Fetch {
-                req,
-                reply,
-                chain,
-                upgrade,
-            } => {
-                ctx.upgrade.set(upgrade);
+        run_event(&host, &state, &active, instance, ev).await;
+    }
+}
+
+/// Runs one event of the object `state` with its `instance` (taken out of
+/// `state.instance` by the caller) and puts the instance back: the same one,
+/// or a fresh one if a handler panicked or `init` or a
+/// `block_concurrency_while` failed (the reset). Runs `Object::init` first
+/// if the instance has not been initialised.
+async fn run_event(
+    host: &Rc<HostInner>,
+    state: &Rc<ObjectState>,
+    active: &std::rc::Weak<Active>,
+    mut instance: Box<dyn Object>,
+    ev: Event,
+) {
+    let ctx = Context {
+        host: host.clone(),
+        obj: state.clone(),
+        unconfirmed: Cell::new(false),
+        upgrade: Cell::new(None),
+        reset: Cell::new(false),
+    };
+    let ready = state.initialised.get() || Box::pin(run_init(host, &ctx, &mut instance)).await;
+    let panicked = match ev {
+        Event::Fetch {
+            req,
+            reply,
+            chain,
+            upgrade,
+        } => {
+            ctx.upgrade.set(upgrade);
+            if !ready {
+                reply(Response::error(
+                    ErrorCode::InitFailed,
+                    "the object's init failed or timed out, so it was reset; retry",
+                ));
+                false
+            } else {
                 let outcome = Guarded {
                     fut: instance.fetch(&ctx, req),
-                    host: &host,
+                    host,
                     chain,
                     me: state.target.id,
                 }
                 .await;
                 match outcome {
                     Ok(resp) => {
-                        output_gate(&host, &ctx, resp, reply);
+                        output_gate(host, &ctx, resp, reply);
                         false
                     }
                     Err(()) => {
@@ -1128,83 +1171,141 @@ async fn run_object(
                     }
                 }
             }
-            // Boxed: inline, the alarm path's state would enlarge every
-            // object's runner (charged to the budget) by about 350 bytes.
-            Event::Alarm {
+        }
+        // Boxed: inline, the alarm path's state would enlarge every
+        // object's runner (charged to the budget) by about 350 bytes.
+        Event::Alarm {
+            scheduled_ms,
+            attempt,
+        } => {
+            Box::pin(run_alarm(
+                host,
+                &ctx,
+                &mut instance,
+                ready,
                 scheduled_ms,
                 attempt,
-            } => Box::pin(run_alarm(&host, &ctx, &mut instance, scheduled_ms, attempt)).await,
-            Event::WsMessage { socket, msg } => {
+            ))
+            .await
+        }
+        Event::WsMessage { socket, msg } => {
+            if !ready {
+                ws_handler_failed(host, state, &socket, "init failed");
+                false
+            } else {
                 let outcome = Guarded {
                     fut: instance.websocket_message(&ctx, socket.id, msg),
-                    host: &host,
+                    host,
                     chain: host.no_chain.clone(),
                     me: state.target.id,
                 }
                 .await;
                 if outcome.is_err() {
-                    ws_handler_panicked(&host, &state, &socket);
+                    ws_handler_failed(host, state, &socket, "handler panicked");
                 }
                 outcome.is_err()
             }
-            Event::WsError { socket, error } => {
-                let outcome = Guarded {
+        }
+        Event::WsError { socket, error } => {
+            ready
+                && Guarded {
                     fut: instance.websocket_error(&ctx, socket.id, error),
-                    host: &host,
+                    host,
                     chain: host.no_chain.clone(),
                     me: state.target.id,
                 }
-                .await;
-                outcome.is_err()
-            }
-            Event::WsClose {
-                socket,
-                code,
-                reason,
-                echo,
-            } => {
-                // The object may no longer send on it; broadcasts skip it.
-                socket.state.set(SockState::Ended);
-                let outcome = Guarded {
+                .await
+                .is_err()
+        }
+        Event::WsClose {
+            socket,
+            code,
+            reason,
+            echo,
+        } => {
+            // The object may no longer send on it; broadcasts skip it.
+            socket.state.set(SockState::Ended);
+            let panicked = ready
+                && Guarded {
                     fut: instance.websocket_close(&ctx, socket.id, code, reason),
-                    host: &host,
+                    host,
                     chain: host.no_chain.clone(),
                     me: state.target.id,
                 }
-                .await;
-                if echo {
-                    socket.queue.borrow_mut().push_back(Out::EchoClose);
-                    socket.wake();
-                }
-                host.sockets.remove(socket.id);
-                outcome.is_err()
+                .await
+                .is_err();
+            if echo {
+                socket.queue.borrow_mut().push_back(Out::EchoClose);
+                socket.wake();
             }
-        };
-        if panicked {
-            host.metrics.borrow_mut().panics += 1;
-            // Reset: a fresh instance reloads its state from storage.
+            host.sockets.remove(socket.id);
+            panicked
+        }
+    };
+    if panicked {
+        host.metrics.borrow_mut().panics += 1;
+    }
+    if panicked || ctx.reset.get() {
+        // Reset: a fresh instance reloads its state from storage.
+        if let Some(factory) = host.classes.get(&state.target.class) {
             instance = factory();
         }
-        if let Some(a) = active.upgrade() {
-            a.pending.set(a.pending.get() - 1);
-            a.last_used_ms.set((host.clock)());
-            let bytes = a.fixed_bytes
-                + a.queue.heap_bytes() as u64
-                + host.cfg.object_overhead_bytes
-                + instance.memory_bytes() as u64;
-            let charged = host.charged.get() + bytes;
-            host.charged
-                .set(charged.saturating_sub(a.memory_bytes.replace(bytes)));
-        }
+        state.initialised.set(false);
+    }
+    let instance_bytes = instance.memory_bytes() as u64;
+    state.instance.set(Some(instance));
+    if let Some(a) = active.upgrade() {
+        a.pending.set(a.pending.get() - 1);
+        a.last_used_ms.set((host.clock)());
+        let bytes = a.fixed_bytes
+            + a.queue.heap_bytes() as u64
+            + host.cfg.object_overhead_bytes
+            + instance_bytes;
+        let charged = host.charged.get() + bytes;
+        host.charged
+            .set(charged.saturating_sub(a.memory_bytes.replace(bytes)));
     }
 }
 
-/// A message handler panicked: its socket is closed with 1011 (internal error),
-/// as the peer's message was not handled.
-fn ws_handler_panicked(host: &Rc<HostInner>, state: &ObjectState, socket: &SocketEntry) {
+/// Runs `Object::init` under `block_concurrency_while`, bounded by
+/// `init_timeout_ms`. On failure, timeout or panic the context is marked for
+/// reset and `false` returned: the event it preceded is failed, and the next
+/// event runs `init` again on a fresh instance.
+async fn run_init(host: &Rc<HostInner>, ctx: &Context, instance: &mut Box<dyn Object>) -> bool {
+    let limit = std::time::Duration::from_millis(host.cfg.init_timeout_ms);
+    let outcome = Guarded {
+        fut: Box::pin(ctx.block_concurrency_while(limit, instance.init(ctx))),
+        host,
+        chain: host.no_chain.clone(),
+        me: ctx.obj.target.id,
+    }
+    .await;
+    let why = match outcome {
+        Ok(Ok(())) => {
+            ctx.obj.initialised.set(true);
+            return true;
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(()) => {
+            host.metrics.borrow_mut().panics += 1;
+            "it panicked".to_string()
+        }
+    };
+    host.metrics.borrow_mut().init_failures += 1;
+    ctx.reset.set(true);
+    eprintln!(
+        "cairn: init of {} failed ({why}); the object is reset",
+        ctx.obj.target.id
+    );
+    false
+}
+
+/// A message was not handled (its handler panicked, or the object's `init`
+/// failed): its socket is closed with 1011 (internal error).
+fn ws_handler_failed(host: &Rc<HostInner>, state: &ObjectState, socket: &SocketEntry, why: &str) {
     let rid = host.next_request_id();
     eprintln!(
-        "cairn: websocket handler of {} panicked; request id {rid}",
+        "cairn: websocket message to {} not handled: {why}; request id {rid}",
         state.target.id
     );
     if socket.sendable() {
@@ -1213,7 +1314,7 @@ fn ws_handler_panicked(host: &Rc<HostInner>, state: &ObjectState, socket: &Socke
             Out::Close {
                 gate: None,
                 code: 1011,
-                reason: format!("handler panicked; request id {rid}"),
+                reason: format!("{why}; request id {rid}"),
             },
         );
         socket.state.set(SockState::Closing);
@@ -1252,6 +1353,7 @@ async fn run_alarm(
     host: &Rc<HostInner>,
     ctx: &Context,
     instance: &mut Box<dyn Object>,
+    ready: bool,
     scheduled_ms: u64,
     attempt: u32,
 ) -> bool {
@@ -1259,13 +1361,18 @@ async fn run_alarm(
     if ctx.get_alarm().await.ok().flatten() != Some(scheduled_ms) {
         return false;
     }
-    let outcome = Guarded {
-        fut: instance.alarm(ctx),
-        host,
-        chain: host.no_chain.clone(),
-        me: ctx.obj.target.id,
-    }
-    .await;
+    // Not `ready` (init failed): a failed run, retried with backoff.
+    let outcome = if ready {
+        Guarded {
+            fut: instance.alarm(ctx),
+            host,
+            chain: host.no_chain.clone(),
+            me: ctx.obj.target.id,
+        }
+        .await
+    } else {
+        Ok(Err("init failed".into()))
+    };
     let ok = matches!(outcome, Ok(Ok(())));
     if ok {
         host.metrics.borrow_mut().alarms_fired += 1;

@@ -47,6 +47,21 @@ impl Object for Probe {
                     text(200, num(st.get(b"n").await.unwrap()))
                 }
                 "/hits" => text(200, self.hits),
+                "/block" => {
+                    // `?fail=1` fails the work, `?sleep_ms=N` outlasts a 50 ms bound.
+                    let fail = req.query_param("fail").is_some();
+                    let sleep = num(req.query_param("sleep_ms").map(bytes::Bytes::from));
+                    let r = ctx
+                        .block_concurrency_while(std::time::Duration::from_millis(50), async {
+                            glommio::timer::sleep(std::time::Duration::from_millis(sleep)).await;
+                            if fail { Err("asked to fail") } else { Ok(7) }
+                        })
+                        .await;
+                    match r {
+                        Ok(v) => text(200, v),
+                        Err(e) => text(500, e),
+                    }
+                }
                 "/panic" => panic!("probe asked to panic"),
                 "/set-alarm" => {
                     let at = num(req.query_param("at").map(bytes::Bytes::from));
@@ -88,10 +103,72 @@ impl Object for Probe {
     }
 }
 
+/// A class that loads its state in `init`, which fails while the stored
+/// `fail_inits` count is above the inits run so far, and sleeps `init_sleep_ms`.
+#[derive(Default)]
+struct Loaded {
+    n: Option<u64>,
+}
+
+impl Object for Loaded {
+    fn init<'a>(&'a mut self, ctx: &'a Context) -> LocalFuture<'a, Result<(), Box<dyn Error>>> {
+        Box::pin(async move {
+            let st = ctx.storage();
+            let runs = num(st.get(b"init_runs").await?) + 1;
+            st.put(b"init_runs", runs.to_string().as_bytes())?;
+            let sleep = num(st.get(b"init_sleep_ms").await?);
+            if sleep > 0 {
+                glommio::timer::sleep(std::time::Duration::from_millis(sleep)).await;
+            }
+            if runs <= num(st.get(b"fail_inits").await?) {
+                return Err("init failing on purpose".into());
+            }
+            self.n = Some(num(st.get(b"n").await?));
+            Ok(())
+        })
+    }
+
+    fn fetch<'a>(&'a mut self, ctx: &'a Context, req: Request) -> LocalFuture<'a, Response> {
+        Box::pin(async move {
+            let st = ctx.storage();
+            match req.path.as_str() {
+                "/n" => match self.n {
+                    Some(n) => text(200, n),
+                    None => text(500, "fetch before init"),
+                },
+                "/runs" => text(200, num(st.get(b"init_runs").await.unwrap())),
+                "/set" => {
+                    for k in ["fail_inits", "init_sleep_ms", "n"] {
+                        if let Some(v) = req.query_param(k) {
+                            st.put(k.as_bytes(), &v).unwrap();
+                        }
+                    }
+                    text(200, "ok")
+                }
+                _ => text(404, "no such route"),
+            }
+        })
+    }
+}
+
 fn classes() -> Classes {
     let mut c = Classes::new();
     c.register("probe", Probe::default);
+    c.register("loaded", Loaded::default);
     c
+}
+
+fn loaded(name: &str) -> Target {
+    Target {
+        class: "loaded".into(),
+        id: id_from_name("loaded", name.as_bytes()),
+        name: Some(name.into()),
+    }
+}
+
+async fn call_loaded(host: &ObjectHost, name: &str, path: &str) -> (u16, String) {
+    let r = host.call(loaded(name), Request::new("GET", path)).await;
+    (r.status, String::from_utf8_lossy(&r.body).into_owned())
 }
 
 fn target(name: &str) -> Target {
@@ -166,6 +243,121 @@ fn input_gate_delivers_events_in_arrival_order() {
         assert_eq!(
             got, expected,
             "each increment saw the previous one: no interleaving"
+        );
+    });
+}
+
+#[test]
+fn init_runs_once_before_the_first_event_of_each_instance() {
+    run_local(async {
+        let r = rig().await;
+        assert_eq!(call_loaded(&r.host, "x", "/set?n=41").await.1, "ok");
+        // The instance that served /set was initialised before n was stored.
+        assert_eq!(call_loaded(&r.host, "x", "/n").await, (200, "0".into()));
+        assert_eq!(call_loaded(&r.host, "x", "/runs").await.1, "1");
+        r.now.set(r.now.get() + r.host.config().idle_ms_evict);
+        assert_eq!(r.host.evict(r.now.get()), 1);
+        assert_eq!(call_loaded(&r.host, "x", "/n").await, (200, "41".into()));
+        assert_eq!(call_loaded(&r.host, "x", "/runs").await.1, "2");
+    });
+}
+
+#[test]
+fn a_failed_init_fails_its_event_resets_the_object_and_is_retried() {
+    run_local(async {
+        let r = rig().await;
+        call_loaded(&r.host, "x", "/set?fail_inits=3&n=5").await;
+        r.now.set(r.now.get() + r.host.config().idle_ms_evict);
+        r.host.evict(r.now.get());
+        // Inits 2 and 3 fail (the first succeeded before fail_inits was set).
+        for _ in 0..2 {
+            let (status, body) = call_loaded(&r.host, "x", "/n").await;
+            assert_eq!(status, 503, "{body}");
+            assert!(body.contains("init_failed"), "{body}");
+        }
+        assert_eq!(r.host.metrics().init_failures, 2);
+        assert_eq!(call_loaded(&r.host, "x", "/n").await, (200, "5".into()));
+        assert_eq!(call_loaded(&r.host, "x", "/runs").await.1, "4");
+    });
+}
+
+#[test]
+fn an_init_past_its_timeout_is_abandoned_and_the_object_reset() {
+    run_local(async {
+        let cfg = HostConfig {
+            init_timeout_ms: 30,
+            ..HostConfig::default()
+        };
+        let r = rig_with(cfg, false).await;
+        call_loaded(&r.host, "x", "/set?init_sleep_ms=5000&n=9").await;
+        r.now.set(r.now.get() + r.host.config().idle_ms_evict);
+        r.host.evict(r.now.get());
+        let t0 = std::time::Instant::now();
+        let (status, body) = call_loaded(&r.host, "x", "/n").await;
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert_eq!(r.host.metrics().init_failures, 1);
+    });
+}
+
+#[test]
+fn block_concurrency_while_returns_the_work_and_resets_the_object_when_it_fails() {
+    run_local(async {
+        let r = rig().await;
+        assert_eq!(call(&r.host, "a", "GET", "/block").await, (200, "7".into()));
+        assert_eq!(call(&r.host, "a", "GET", "/hits").await.1, "2", "no reset");
+        let (status, msg) = call(&r.host, "a", "GET", "/block?fail=1").await;
+        assert_eq!((status, msg.as_str()), (500, "asked to fail"));
+        assert_eq!(
+            call(&r.host, "a", "GET", "/hits").await.1,
+            "1",
+            "a fresh instance"
+        );
+        let (status, msg) = call(&r.host, "a", "GET", "/block?sleep_ms=5000").await;
+        assert_eq!((status, msg.as_str()), (500, "timed out after 50 ms"));
+        assert_eq!(
+            call(&r.host, "a", "GET", "/hits").await.1,
+            "1",
+            "reset again"
+        );
+        // Other objects' events run while one blocks (only its own gate is held).
+        let slow = send(&r.host, "a", "GET", "/block?sleep_ms=20");
+        assert_eq!(call(&r.host, "b", "GET", "/hits").await.1, "1");
+        assert_eq!(body(&slow), None);
+        glommio::timer::sleep(std::time::Duration::from_millis(40)).await;
+        assert_eq!(body(&slow).as_deref(), Some("7"));
+    });
+}
+
+#[test]
+fn a_failed_init_makes_an_alarm_attempt_fail_and_retry() {
+    run_local(async {
+        let r = rig().await;
+        let at = r.now.get();
+        // An alarm set through a probe-less path: store it, then fail inits.
+        let st = r.host.store().clone();
+        let id = loaded("x").id;
+        let mut key = vec![crate::context::NS_USER];
+        key.extend_from_slice(b"fail_inits");
+        st.put(id.as_bytes(), &key, b"2").unwrap();
+        st.put(id.as_bytes(), crate::context::META_ALARM, &at.to_be_bytes())
+            .unwrap();
+        st.put(id.as_bytes(), crate::context::META_CLASS, b"loaded")
+            .unwrap();
+        r.host.recover_alarms().await;
+        assert_eq!(r.host.fire_due_alarms(at), 1);
+        settle().await;
+        let m = r.host.metrics();
+        assert_eq!((m.alarms_failed, m.init_failures), (1, 1));
+        let base = r.host.config().alarm_backoff_ms_base;
+        assert_eq!(
+            r.host.next_alarm_ms(),
+            Some(at + base),
+            "retried with backoff"
         );
     });
 }

@@ -725,7 +725,7 @@ fn health(shard: &Shard) -> Response {
 fn metrics(all: &[ShardStats]) -> Response {
     use std::fmt::Write;
     type Get = fn(&ShardStats) -> u64;
-    let per_shard: [(&str, &str, &str, Get); 22] = [
+    let per_shard: [(&str, &str, &str, Get); 23] = [
         (
             "cairn_requests_total",
             "counter",
@@ -788,6 +788,12 @@ fn metrics(all: &[ShardStats]) -> Response {
             "counter",
             "stub calls refused as cycles",
             |s| s.host.call_cycles,
+        ),
+        (
+            "cairn_init_failures_total",
+            "counter",
+            "object inits that failed or timed out (each reset its object)",
+            |s| s.host.init_failures,
         ),
         ("cairn_active_objects", "gauge", "objects in memory", |s| {
             s.active_objects

@@ -26,6 +26,20 @@ pub trait Object: 'static {
     /// Handles a request addressed to this object.
     fn fetch<'a>(&'a mut self, ctx: &'a Context, req: Request) -> LocalFuture<'a, Response>;
 
+    /// Prepares a fresh instance, typically by loading state from storage,
+    /// before it handles its first event (after activation, a wake from
+    /// eviction, or a reset). It runs behind the input gate, as if under
+    /// [`Context::block_concurrency_while`] bounded by `init_timeout_ms`: no
+    /// event reaches the object until it is done. An `Err`, a panic or the
+    /// timeout resets the object (a fresh instance, `init` again on the next
+    /// event) and fails the event that woke it (503 `init_failed` for a
+    /// request; a failed attempt, retried, for an alarm; close 1011 for a
+    /// WebSocket message). The default does nothing.
+    fn init<'a>(&'a mut self, ctx: &'a Context) -> LocalFuture<'a, Result<(), Box<dyn Error>>> {
+        let _ = ctx;
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Runs when the object's alarm fires. An `Err` (or a panic) is retried with
     /// exponential backoff. The default does nothing.
     fn alarm<'a>(&'a mut self, ctx: &'a Context) -> LocalFuture<'a, Result<(), Box<dyn Error>>> {
@@ -265,6 +279,9 @@ pub enum ErrorCode {
     /// 508: a stub call would wait for an object already waiting on it (a
     /// call cycle), or stub calls nest too deep.
     CallCycle,
+    /// 503: the object's `init` failed or timed out; the object was reset and
+    /// the next event tries `init` again.
+    InitFailed,
 }
 
 impl ErrorCode {
@@ -283,6 +300,7 @@ impl ErrorCode {
             ErrorCode::WebSocketNotAccepted => "websocket_not_accepted",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::CallCycle => "call_cycle",
+            ErrorCode::InitFailed => "init_failed",
         }
     }
 
@@ -295,7 +313,10 @@ impl ErrorCode {
             ErrorCode::TooLarge => 413,
             ErrorCode::UpgradeRequired => 426,
             ErrorCode::HandlerPanicked | ErrorCode::WebSocketNotAccepted => 500,
-            ErrorCode::StorageFailed | ErrorCode::Overloaded | ErrorCode::ShuttingDown => 503,
+            ErrorCode::StorageFailed
+            | ErrorCode::Overloaded
+            | ErrorCode::ShuttingDown
+            | ErrorCode::InitFailed => 503,
             ErrorCode::InsufficientStorage => 507,
             ErrorCode::CallCycle => 508,
         }

@@ -655,6 +655,7 @@ async fn run_shard(
         shard_count: config.shards,
         object_queue_depth_max: config.object_queue_depth_max,
         idle_ms_evict: config.idle_ms_evict,
+        init_timeout_ms: config.init_timeout_ms,
         object_memory_bytes_max: config.object_memory_bytes_max,
         key_bytes_max: config.key_bytes_max,
         ws: WsLimits {
