@@ -453,12 +453,14 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
     }
     // A zero timeout would close every connection at once; zero connections
     // would refuse every client. Neither is a useful server.
-    let positive: [(&'static str, u64); 5] = [
+    let positive: [(&'static str, u64); 6] = [
         ("connections_max", cfg.connections_max as u64),
         ("header_timeout_ms", cfg.header_timeout_ms),
         ("body_timeout_ms", cfg.body_timeout_ms),
         ("keepalive_timeout_ms", cfg.keepalive_timeout_ms),
         ("write_timeout_ms", cfg.write_timeout_ms),
+        // Zero would fail every init that waits on anything, storage included.
+        ("init_timeout_ms", cfg.init_timeout_ms),
     ];
     for (field, value) in positive {
         if value == 0 {
@@ -606,8 +608,14 @@ mod tests {
             &["--connections-max=0"],
             "connections_max = 0 is out of range; allowed 1..=18446744073709551615",
         );
+        check_err(
+            &["--init-timeout-ms", "0"],
+            "init_timeout_ms = 0 is out of range; allowed 1..=18446744073709551615",
+        );
         let c = run(&[], &[("CAIRN_KEEPALIVE_TIMEOUT_MS", "250")]).unwrap();
         assert_eq!(c.keepalive_timeout_ms, 250);
+        let c = run(&[], &[("CAIRN_INIT_TIMEOUT_MS", "1500")]).unwrap();
+        assert_eq!(c.init_timeout_ms, 1500);
     }
 
     #[test]

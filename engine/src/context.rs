@@ -136,16 +136,23 @@ impl Context {
         let mut work = std::pin::pin!(work);
         let started = std::time::Instant::now();
         // The timer is made only if the work suspends: an init that finishes
-        // in its first poll (the common case) costs no timer.
-        let mut timer: Option<glommio::timer::Timer> = None;
+        // in its first poll (the common case) costs no timer. A limit too far
+        // away to be a point in time (`Duration::MAX`) means no timer at all.
+        let mut timer: Option<Option<glommio::timer::Timer>> = None;
         let done = std::future::poll_fn(|cx| {
             if let std::task::Poll::Ready(r) = work.as_mut().poll(cx) {
                 return std::task::Poll::Ready(Some(r));
             }
             let t = timer.get_or_insert_with(|| {
-                glommio::timer::Timer::new(limit.saturating_sub(started.elapsed()))
+                let left = limit.saturating_sub(started.elapsed());
+                std::time::Instant::now()
+                    .checked_add(left)
+                    .map(|_| glommio::timer::Timer::new(left))
             });
-            std::pin::Pin::new(t).poll(cx).map(|_| None)
+            match t {
+                Some(t) => std::pin::Pin::new(t).poll(cx).map(|_| None),
+                None => std::task::Poll::Pending,
+            }
         })
         .await;
         let err = match done {

@@ -27,8 +27,11 @@
 //! `init` runs again at the next event) when a handler panics, when `init`
 //! fails or times out, or when a `block_concurrency_while` fails; a failed
 //! `init` also fails the event that woke it (503 `init_failed`, a failed
-//! alarm attempt, or close 1011). Writes already made stay: the storage
-//! they went to is what the fresh instance loads.
+//! alarm attempt, close 1011 for a message; a socket error or close event is
+//! dropped unhandled) and the events queued behind it, without running
+//! `init` for each. Writes already made stay: the storage they went to is
+//! what the fresh instance loads. Tests: `a_failed_init_*`,
+//! `events_queued_behind_a_failed_init_*`, `a_panicking_init_*`.
 //!
 //! # Output gate
 //!
@@ -60,7 +63,8 @@
 //! request with 500 `handler_panicked` and a request id (also printed to
 //! stderr), and the object's instance is dropped and re-created, so its
 //! in-memory state is reloaded from storage. Writes it made before panicking
-//! were already applied and stay. The shard lives on.
+//! were already applied and stay. The shard lives on. A panic in `init` is a
+//! failed init (503 `init_failed`, see above), counted in both metrics.
 //!
 //! # Memory budget
 //!
@@ -1102,26 +1106,49 @@ async fn run_object(
     active: std::rc::Weak<Active>,
     rx: MailboxRx<Event>,
 ) {
+    // Events queued when an init failed are failed too, without running
+    // init again for each: a hanging init would otherwise hold every one of
+    // them for a whole timeout. Events that arrive later try init again.
+    let mut fail_fast: usize = 0;
     while let Some(ev) = rx.recv().await {
         let Some(instance) = state.instance.take() else {
             unreachable!("an event of {} started while another ran", state.target.id)
         };
-        run_event(&host, &state, &active, instance, ev).await;
+        let skip_init = fail_fast > 0;
+        fail_fast = fail_fast.saturating_sub(1);
+        let init = run_event(&host, &state, &active, instance, ev, skip_init).await;
+        // Only a failure of init itself starts a fail-fast run; a skipped
+        // event's failure does not extend it to events queued since.
+        if init == Init::Failed && !skip_init {
+            fail_fast = rx.len();
+        }
     }
+}
+
+/// How the instance's `init` went for one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Init {
+    /// It had run before, or ran now and succeeded.
+    Done,
+    /// It failed, panicked or timed out now (the object was reset), or was
+    /// skipped because it had just failed for an earlier queued event.
+    Failed,
 }
 
 /// Runs one event of the object `state` with its `instance` (taken out of
 /// `state.instance` by the caller) and puts the instance back: the same one,
 /// or a fresh one if a handler panicked or `init` or a
 /// `block_concurrency_while` failed (the reset). Runs `Object::init` first
-/// if the instance has not been initialised.
+/// if the instance has not been initialised (unless `skip_init`, which fails
+/// the event as if `init` had).
 async fn run_event(
     host: &Rc<HostInner>,
     state: &Rc<ObjectState>,
     active: &std::rc::Weak<Active>,
     mut instance: Box<dyn Object>,
     ev: Event,
-) {
+    skip_init: bool,
+) -> Init {
     let ctx = Context {
         host: host.clone(),
         obj: state.clone(),
@@ -1129,7 +1156,16 @@ async fn run_event(
         upgrade: Cell::new(None),
         reset: Cell::new(false),
     };
-    let ready = state.initialised.get() || Box::pin(run_init(host, &ctx, &mut instance)).await;
+    let ready = state.initialised.get()
+        || (!skip_init && {
+            // A request's init runs in the request's call chain, so that an
+            // init calling back into its caller is refused as a cycle.
+            let chain = match &ev {
+                Event::Fetch { chain, .. } => chain.clone(),
+                _ => host.no_chain.clone(),
+            };
+            Box::pin(run_init(host, &ctx, &mut instance, chain)).await
+        });
     let panicked = match ev {
         Event::Fetch {
             req,
@@ -1247,9 +1283,11 @@ async fn run_event(
     }
     if panicked || ctx.reset.get() {
         // Reset: a fresh instance reloads its state from storage.
-        if let Some(factory) = host.classes.get(&state.target.class) {
-            instance = factory();
-        }
+        let factory = host
+            .classes
+            .get(&state.target.class)
+            .expect("INVARIANT: only objects of registered classes are activated");
+        instance = factory();
         state.initialised.set(false);
     }
     let instance_bytes = instance.memory_bytes() as u64;
@@ -1265,18 +1303,24 @@ async fn run_event(
         host.charged
             .set(charged.saturating_sub(a.memory_bytes.replace(bytes)));
     }
+    if ready { Init::Done } else { Init::Failed }
 }
 
 /// Runs `Object::init` under `block_concurrency_while`, bounded by
 /// `init_timeout_ms`. On failure, timeout or panic the context is marked for
 /// reset and `false` returned: the event it preceded is failed, and the next
 /// event runs `init` again on a fresh instance.
-async fn run_init(host: &Rc<HostInner>, ctx: &Context, instance: &mut Box<dyn Object>) -> bool {
+async fn run_init(
+    host: &Rc<HostInner>,
+    ctx: &Context,
+    instance: &mut Box<dyn Object>,
+    chain: Rc<CallChain>,
+) -> bool {
     let limit = std::time::Duration::from_millis(host.cfg.init_timeout_ms);
     let outcome = Guarded {
         fut: Box::pin(ctx.block_concurrency_while(limit, instance.init(ctx))),
         host,
-        chain: host.no_chain.clone(),
+        chain,
         me: ctx.obj.target.id,
     }
     .await;

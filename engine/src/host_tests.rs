@@ -48,11 +48,16 @@ impl Object for Probe {
                 }
                 "/hits" => text(200, self.hits),
                 "/block" => {
-                    // `?fail=1` fails the work, `?sleep_ms=N` outlasts a 50 ms bound.
+                    // `?fail=1` fails the work, `?sleep_ms=N` sleeps in it, and
+                    // `?limit_ms=N` bounds it (default 50).
                     let fail = req.query_param("fail").is_some();
                     let sleep = num(req.query_param("sleep_ms").map(bytes::Bytes::from));
+                    let limit = match num(req.query_param("limit_ms").map(bytes::Bytes::from)) {
+                        0 => 50,
+                        n => n,
+                    };
                     let r = ctx
-                        .block_concurrency_while(std::time::Duration::from_millis(50), async {
+                        .block_concurrency_while(std::time::Duration::from_millis(limit), async {
                             glommio::timer::sleep(std::time::Duration::from_millis(sleep)).await;
                             if fail { Err("asked to fail") } else { Ok(7) }
                         })
@@ -120,6 +125,9 @@ impl Object for Loaded {
             if sleep > 0 {
                 glommio::timer::sleep(std::time::Duration::from_millis(sleep)).await;
             }
+            if runs <= num(st.get(b"panic_inits").await?) {
+                panic!("init panicking on purpose");
+            }
             if runs <= num(st.get(b"fail_inits").await?) {
                 return Err("init failing on purpose".into());
             }
@@ -138,7 +146,7 @@ impl Object for Loaded {
                 },
                 "/runs" => text(200, num(st.get(b"init_runs").await.unwrap())),
                 "/set" => {
-                    for k in ["fail_inits", "init_sleep_ms", "n"] {
+                    for k in ["fail_inits", "panic_inits", "init_sleep_ms", "n"] {
                         if let Some(v) = req.query_param(k) {
                             st.put(k.as_bytes(), &v).unwrap();
                         }
@@ -325,11 +333,87 @@ fn block_concurrency_while_returns_the_work_and_resets_the_object_when_it_fails(
             "reset again"
         );
         // Other objects' events run while one blocks (only its own gate is held).
-        let slow = send(&r.host, "a", "GET", "/block?sleep_ms=20");
+        let slow = send(&r.host, "a", "GET", "/block?sleep_ms=300&limit_ms=600000");
         assert_eq!(call(&r.host, "b", "GET", "/hits").await.1, "1");
         assert_eq!(body(&slow), None);
-        glommio::timer::sleep(std::time::Duration::from_millis(40)).await;
-        assert_eq!(body(&slow).as_deref(), Some("7"));
+        assert_eq!(answered(&slow).await, "7");
+    });
+}
+
+/// The body of `slot`'s response once it comes (within 30 s).
+async fn answered(slot: &Rc<RefCell<Option<Response>>>) -> String {
+    for _ in 0..3000 {
+        if let Some(b) = body(slot) {
+            return b;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no response within 30 s");
+}
+
+async fn init_runs(r: &Rig) -> u64 {
+    let mut k = vec![crate::context::NS_USER];
+    k.extend_from_slice(b"init_runs");
+    let v = r
+        .host
+        .store()
+        .get(loaded("x").id.as_bytes(), &k)
+        .await
+        .unwrap();
+    num(v.map(|v| bytes::Bytes::copy_from_slice(&v[..])))
+}
+
+#[test]
+fn a_panicking_init_fails_its_event_and_the_next_event_tries_again() {
+    run_local(async {
+        let r = rig().await;
+        call_loaded(&r.host, "x", "/set?panic_inits=2&n=3").await;
+        r.now.set(r.now.get() + r.host.config().idle_ms_evict);
+        r.host.evict(r.now.get());
+        let (status, msg) = call_loaded(&r.host, "x", "/n").await;
+        assert_eq!(status, 503, "{msg}");
+        assert!(msg.contains("init_failed"), "{msg}");
+        let m = r.host.metrics();
+        assert_eq!((m.panics, m.init_failures), (1, 1));
+        assert_eq!(call_loaded(&r.host, "x", "/n").await, (200, "3".into()));
+    });
+}
+
+#[test]
+fn events_queued_behind_a_failed_init_fail_with_it_without_running_init_again() {
+    run_local(async {
+        let r = rig().await;
+        call_loaded(&r.host, "x", "/set?fail_inits=1000").await;
+        r.now.set(r.now.get() + r.host.config().idle_ms_evict);
+        r.host.evict(r.now.get());
+        let runs_before = init_runs(&r).await;
+        let slots: Vec<_> = (0..5)
+            .map(|_| {
+                let slot = Rc::new(RefCell::new(None));
+                let s = slot.clone();
+                r.host.dispatch(
+                    loaded("x"),
+                    Request::new("GET", "/n"),
+                    Box::new(move |resp| *s.borrow_mut() = Some(resp)),
+                );
+                slot
+            })
+            .collect();
+        settle().await;
+        for s in &slots {
+            assert!(body(s).unwrap().contains("init_failed"));
+        }
+        let runs = init_runs(&r).await;
+        assert_eq!(
+            runs,
+            runs_before + 1,
+            "one init for the five queued requests"
+        );
+        assert_eq!(r.host.metrics().init_failures, 1);
+        // A request after the run tries init again.
+        assert_eq!(call_loaded(&r.host, "x", "/n").await.0, 503);
+        let runs = init_runs(&r).await;
+        assert_eq!(runs, runs_before + 2);
     });
 }
 

@@ -792,7 +792,7 @@ fn metrics(all: &[ShardStats]) -> Response {
         (
             "cairn_init_failures_total",
             "counter",
-            "object inits that failed or timed out (each reset its object)",
+            "object inits that failed, panicked or timed out (each reset its object)",
             |s| s.host.init_failures,
         ),
         ("cairn_active_objects", "gauge", "objects in memory", |s| {

@@ -75,6 +75,11 @@ impl<T> Drop for MailboxTx<T> {
 }
 
 impl<T> MailboxRx<T> {
+    /// Events queued now.
+    pub(crate) fn len(&self) -> usize {
+        self.0.events.borrow().len()
+    }
+
     /// The next event, or `None` once the sender is gone and the queue is empty.
     pub(crate) async fn recv(&self) -> Option<T> {
         poll_fn(|cx| {

@@ -34,7 +34,9 @@ pub trait Object: 'static {
     /// timeout resets the object (a fresh instance, `init` again on the next
     /// event) and fails the event that woke it (503 `init_failed` for a
     /// request; a failed attempt, retried, for an alarm; close 1011 for a
-    /// WebSocket message). The default does nothing.
+    /// WebSocket message; a WebSocket error or close event is dropped without
+    /// its handler), and the events queued behind it. The default does
+    /// nothing.
     fn init<'a>(&'a mut self, ctx: &'a Context) -> LocalFuture<'a, Result<(), Box<dyn Error>>> {
         let _ = ctx;
         Box::pin(std::future::ready(Ok(())))
