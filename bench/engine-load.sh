@@ -11,7 +11,13 @@
 # Knobs: DURATION=5s WARMUP=1s KEYS=10000 CONNS="16 64 256" SERVER_CPU=0 LOAD_CPU=1
 #        PORT=18580 CAIRN_PORT=18590 CAIRN_EXTRA="" (more cairn flags)
 #        CAIRN_BIN=target/release/cairn (another build, e.g. a copy of the one before a change)
-#        ROWS="nginx-static cairn-read cairn-incr" (the rows to run, e.g. ROWS=cairn-read)
+#        ROWS="nginx-static cairn-read cairn-incr" (the rows to run, e.g. ROWS=cairn-read; also
+#        floor-uring and floor-epoll: `cairn-floor`, the cheapest responder glommio allows, with
+#        glommio's per-read io_uring poll or with one epoll set; docs/BENCHMARKS.md, "The
+#        runtime's floor")
+#        RATE= (open loop at RATE requests/s in total instead of a closed loop: with the offered
+#        load fixed, cpu_us_per_req compares servers' efficiency without the closed loop's
+#        feedback between server speed and batching)
 #        REPEAT=1 (rounds; each round runs every row at every connection count, so rows of one
 #        round are interleaved: on a shared machine compare rows within a round)
 # Needs: release builds of cairn and cairn-loadgen, nginx, taskset, jq.
@@ -22,6 +28,7 @@ ROWS="${ROWS:-nginx-static cairn-read cairn-incr}"; REPEAT="${REPEAT:-1}"
 CONNS="${CONNS:-16 64 256}"; SERVER_CPU="${SERVER_CPU:-0}"; LOAD_CPU="${LOAD_CPU:-1}"
 PORT="${PORT:-18580}"; CAIRN_PORT="${CAIRN_PORT:-18590}"
 LOADGEN="$ROOT/target/release/cairn-loadgen"; CAIRN="${CAIRN_BIN:-$ROOT/target/release/cairn}"
+FLOOR="$ROOT/target/release/cairn-floor"
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 BOUND_S=$(( ${DURATION%s} + ${WARMUP%s} + 30 ))
 WORK="$(mktemp -d)"; PIDS=()
@@ -70,6 +77,18 @@ taskset -c "$SERVER_CPU" "$CAIRN" --shards 1 --pin --listen "127.0.0.1:$CAIRN_PO
   --data-dir "$WORK/cairn-data" ${CAIRN_EXTRA:-} 2>"$WORK/cairn.log" &
 PIDS+=($!); CAIRN_PID=$!
 wait_port "$PORT"; wait_port "$CAIRN_PORT"
+want() { [[ " $ROWS " == *" $1 "* ]]; }
+FLOOR_PIDS=()
+for reads in uring epoll; do
+  if want "floor-$reads"; then
+    [ "$reads" = uring ] && p=$((CAIRN_PORT + 1)) || p=$((CAIRN_PORT + 2))
+    taskset -c "$SERVER_CPU" "$FLOOR" --listen "127.0.0.1:$p" --reads "$reads" &
+    PIDS+=($!); FLOOR_PIDS+=("$reads:$!:$p")
+    wait_port "$p"
+  fi
+done
+floor_pid() { for e in "${FLOOR_PIDS[@]}"; do [ "${e%%:*}" = "$1" ] && { e="${e#*:}"; echo "${e%%:*}"; }; done; }
+floor_port() { for e in "${FLOOR_PIDS[@]}"; do [ "${e%%:*}" = "$1" ] && echo "${e##*:}"; done; }
 cpu_ticks() { # pid -> utime + stime of the whole process, in clock ticks
   awk '{ print $14 + $15 }' "/proc/$1/stat"
 }
@@ -77,7 +96,7 @@ run() { # name pid conns args...
   local name="$1" pid="$2" conns="$3"; shift 3
   local t0; t0="$(cpu_ticks "$pid")"
   timeout "$BOUND_S" taskset -c "$LOAD_CPU" "$LOADGEN" --cores "$LOAD_CPU" -c "$conns" -d "$DURATION" \
-    --warmup "$WARMUP" --json "$@" > "$WORK/out.json"
+    --warmup "$WARMUP" ${RATE:+--rate "$RATE"} --json "$@" > "$WORK/out.json"
   jq -r --arg n "$name" --arg c "$conns" \
     '"\($n) \($c) \(.requests_per_sec|floor) \(.latency_us.p50) \(.latency_us.p99) \(.latency_us.p999) \(.errors)"' \
     "$WORK/out.json" | tr '\n' ' '
@@ -85,16 +104,20 @@ run() { # name pid conns args...
   # Warm-up requests are served but not counted: scale them in by time.
   jq -r --argjson ticks "$((t1 - t0))" --argjson hz "$(getconf CLK_TCK)" \
     --argjson frac "$(awk -v d="${DURATION%s}" -v w="${WARMUP%s}" 'BEGIN { print d / (d + w) }')" \
-    '(($ticks / $hz) * 1e6 * $frac / (.requests + 1)) | floor' "$WORK/out.json"
+    '(($ticks / $hz) * 1e6 * $frac / (.requests + 1)) * 100 | floor / 100' "$WORK/out.json"
 }
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -sr), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# name conns rps p50_us p99_us p999_us errors cpu_us_per_req"
-want() { [[ " $ROWS " == *" $1 "* ]]; }
 for _ in $(seq 1 "$REPEAT"); do
   for c in $CONNS; do
     if want nginx-static; then
       run nginx-static "$NGINX_PID" "$c" --url "http://127.0.0.1:$PORT/"
     fi
+    for reads in uring epoll; do
+      if want "floor-$reads"; then
+        run "floor-$reads" "$(floor_pid "$reads")" "$c" --url "http://127.0.0.1:$(floor_port "$reads")/"
+      fi
+    done
     if want cairn-read; then
       run cairn-read "$CAIRN_PID" "$c" --url "http://127.0.0.1:$CAIRN_PORT/counter/c{key}" --keys "$KEYS"
     fi

@@ -833,3 +833,12 @@ pub(crate) mod test_utils {
         error!("Started tracing..");
     }
 }
+
+/// CAIRN-PATCH: waits until `fd` is readable: one io_uring poll on the
+/// executor's main ring. Lets a caller keep its own readiness set (an epoll
+/// descriptor) and still sleep in the executor's ring when it is idle.
+/// Must be called on a glommio executor thread.
+pub async fn poll_readable(fd: std::os::unix::io::RawFd) -> std::io::Result<()> {
+    let source = executor().reactor().poll_read_ready(fd);
+    source.collect_rw().await.map(|_| ())
+}
