@@ -16,30 +16,36 @@ use cairn_engine::object::{Classes, LocalFuture, Object, Request, Response};
 use cairn_engine::shard::{self, Shard, ShardTask};
 use cairn_engine::{builtins, http};
 
-/// Counts visits per name. The count is durable; `cached` is only a cache,
-/// reloaded from storage after eviction or a panic.
+/// Counts visits per name. The count is durable; `n` is its in-memory copy,
+/// loaded by `init` before the first event of each fresh instance (after
+/// activation, eviction or a panic), so `fetch` never sees it unloaded.
 struct Visits {
-    cached: Option<u64>,
+    n: u64,
 }
 
 impl Object for Visits {
+    fn init<'a>(
+        &'a mut self,
+        ctx: &'a Context,
+    ) -> LocalFuture<'a, Result<(), Box<dyn std::error::Error>>> {
+        Box::pin(async move {
+            self.n = ctx
+                .storage()
+                .get(b"n")
+                .await?
+                .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+                .map_or(0, u64::from_be_bytes);
+            Ok(())
+        })
+    }
+
     fn fetch<'a>(&'a mut self, ctx: &'a Context, _req: Request) -> LocalFuture<'a, Response> {
         Box::pin(async move {
-            let n = match self.cached {
-                Some(n) => n,
-                None => ctx
-                    .storage()
-                    .get(b"n")
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
-                    .map_or(0, u64::from_be_bytes),
-            } + 1;
+            let n = self.n + 1;
             if ctx.storage().put(b"n", &n.to_be_bytes()).is_err() {
                 return Response::new(500, "storage refused the write");
             }
-            self.cached = Some(n);
+            self.n = n;
             // Released only once the put is durable (the output gate).
             Response::json(
                 200,
@@ -76,7 +82,7 @@ fn main() -> std::process::ExitCode {
     };
     let mut classes = Classes::new();
     builtins::register(&mut classes);
-    classes.register("visits", || Visits { cached: None });
+    classes.register("visits", || Visits { n: 0 });
 
     // In-process calls from shard 0: objects on every shard answer.
     let (tx, rx) = std::sync::mpsc::channel::<String>();
