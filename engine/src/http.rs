@@ -29,6 +29,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::task::{Poll, Waker};
@@ -38,12 +39,13 @@ use bytes::BytesMut;
 use cairn_proto::http::{
     ConnState, DateCache, Limits, RequestDecoder, ResponseWriter, write_continue,
 };
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::io::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 
 use crate::host::{LATENCY_BUCKETS_US, RequestStats, ShardStats, Target};
 use crate::id::{id_from_name, id_from_string};
 use crate::object::{ErrorCode, Request, Response, json_escape, percent_decode};
+use crate::readiness::{self, Readiness};
 use crate::shard::Shard;
 
 /// Most requests of one connection dispatched and not yet answered. Bounds
@@ -71,6 +73,19 @@ pub async fn serve(shard: Shard) {
         }
     };
     let open = Rc::new(Cell::new(0usize));
+    let c = &shard.config;
+    let sweep = readiness::sweep_period(&[
+        c.header_timeout_ms,
+        c.body_timeout_ms,
+        c.keepalive_timeout_ms,
+    ]);
+    let readiness = match Readiness::start(sweep) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cairn: shard {}: cannot make an epoll set: {e}", shard.id);
+            std::process::exit(2);
+        }
+    };
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -86,8 +101,9 @@ pub async fn serve(shard: Shard) {
                 }
                 let guard = Counted::new(&open);
                 let shard = shard.clone();
+                let readiness = readiness.clone();
                 glommio::spawn_local(async move {
-                    connection(stream, shard).await;
+                    connection(stream, shard, &readiness).await;
                     drop(guard);
                 })
                 .detach();
@@ -265,7 +281,16 @@ fn read_timeout(shard: &Shard, state: ConnState, buffered: bool) -> (Duration, b
     (Duration::from_millis(ms), true)
 }
 
-async fn connection(mut stream: TcpStream, shard: Shard) {
+async fn connection(mut stream: TcpStream, shard: Shard, readiness: &Readiness) {
+    // Dropped before `stream` (locals go before parameters), and by hand
+    // before the stream is handed to a WebSocket.
+    let reg = match readiness.register(stream.as_raw_fd()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cairn: shard {}: cannot watch a connection: {e}", shard.id);
+            return;
+        }
+    };
     let limits = Limits {
         header_bytes_max: shard.config.header_bytes_max,
         body_bytes_max: shard.config.body_bytes_max as u64,
@@ -378,7 +403,7 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
         if let Some(req) = upgrade.take() {
             // Earlier pipelined responses are written; the socket now leaves
             // the HTTP loop for good (`ws::upgrade`), without HTTP's timeouts.
-            let _ = stream.set_read_timeout(None);
+            drop(reg);
             crate::ws::upgrade::take_over(stream, buf, req, &shard).await;
             return;
         }
@@ -407,8 +432,7 @@ async fn connection(mut stream: TcpStream, shard: Shard) {
             }
             return;
         };
-        let _ = stream.set_read_timeout(Some(left));
-        let n = match stream.read(&mut rbuf).await {
+        let n = match reg.read(&mut rbuf, now + left).await {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 if answer {

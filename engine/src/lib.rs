@@ -41,6 +41,7 @@ pub mod http;
 pub mod id;
 mod mailbox;
 pub mod object;
+mod readiness;
 #[cfg(test)]
 mod power_loss_tests;
 pub mod retry;
