@@ -20,7 +20,9 @@
 //! arrive within `header_timeout_ms` of its first byte, its body within
 //! `body_timeout_ms` of the head's end (else 408 and close); a keep-alive
 //! connection with no byte of a next request is closed
-//! `keepalive_timeout_ms` after its last response; each response write must progress within
+//! `keepalive_timeout_ms` after its last response (the read deadlines are
+//! swept, so each may fire up to a quarter of the shortest late, see
+//! `readiness.rs`); each response write must progress within
 //! `write_timeout_ms`. The read buffer holds at most one request head
 //! (`header_bytes_max`) and body (`body_bytes_max`) plus one read (16 KiB);
 //! no new bytes are read while a full pipeline is outstanding. A shard keeps

@@ -41,9 +41,9 @@ pub mod http;
 pub mod id;
 mod mailbox;
 pub mod object;
-mod readiness;
 #[cfg(test)]
 mod power_loss_tests;
+mod readiness;
 pub mod retry;
 pub mod shard;
 pub mod store;
