@@ -323,3 +323,31 @@ fn a_socket_read_wakes_a_parked_executor() {
     ex.join().expect("executor thread");
     peer.join().expect("peer thread");
 }
+
+/// A `spawn_blocking` closure that panics must fail its caller, not leave it
+/// waiting for good: upstream glommio 0.9 sent no answer and no wake-up, a
+/// hang that looks exactly like a lost wake-up (vendor/glommio/CAIRN-PATCH.md).
+#[test]
+fn a_panicking_blocking_closure_fails_its_caller_instead_of_hanging() {
+    use futures_lite::FutureExt;
+    let ex = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("wake-panic")
+        .spawn(|| async {
+            let blocking = glommio::executor()
+                .spawn_blocking(|| -> u32 { panic!("a blocking closure panicked on purpose") });
+            let caught = std::panic::AssertUnwindSafe(blocking).catch_unwind().await;
+            let message = caught
+                .expect_err("the caller sees the closure's panic")
+                .downcast::<&str>()
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            // The pool's thread survives the panic: the next job still runs.
+            let next = glommio::executor().spawn_blocking(|| 7u32).await;
+            (message, next)
+        })
+        .expect("executor");
+    let joined = within("an executor awaiting a panicked closure", HANG, move || ex.join());
+    let (message, next) = joined.expect("the executor thread");
+    assert_eq!(message, "a blocking closure panicked on purpose");
+    assert_eq!(next, 7);
+}
