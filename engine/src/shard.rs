@@ -402,6 +402,12 @@ impl ServerHandle {
 /// good: seen as a shard that never bound its listener (and an `EngineClient`
 /// gateway that never came up) after a restart under load. A short timer
 /// loop makes every executor re-check until its side of the mesh is up.
+///
+/// Unconfirmed: a later read of glommio found that a pending connect wakes
+/// itself on every reactor turn and so busy-polls rather than sleeps, and a
+/// stress test of connects and restarts did not hang without this ticker
+/// (vendor/glommio/CAIRN-PATCH.md, "Known: missed wake-ups"). Kept until the
+/// hang it was added for is explained.
 struct ConnectTicker(Rc<Cell<bool>>);
 
 /// How often an executor re-checks the mesh while connecting it.
@@ -567,6 +573,8 @@ async fn run_gateway(
     // SIGTERM and `cairn` never exited), and an executor only collects the
     // pool's answers when it loops. This timer makes it loop at least every
     // GATEWAY_POLL_MS, so a missed wake-up costs that much, not forever.
+    // (Not reproduced since: see vendor/glommio/CAIRN-PATCH.md, "Known:
+    // missed wake-ups"; kept until the hang is explained.)
     let awake = stopping.clone();
     glommio::spawn_local(async move {
         while !awake.load(Ordering::Acquire) {

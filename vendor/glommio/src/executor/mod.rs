@@ -53,8 +53,7 @@ use std::{
     future::Future,
     io,
     marker::PhantomData,
-    mem::MaybeUninit,
-    ops::{Deref, DerefMut},
+    ops::Deref,
     pin::Pin,
     rc::Rc,
     sync::{Arc, Mutex},
@@ -2799,8 +2798,16 @@ impl ExecutorProxy {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        let result = Arc::new(Mutex::new(MaybeUninit::<R>::uninit()));
-        let f_inner = enclose::enclose!((result) move || {result.lock().unwrap().write(func());});
+        // Cairn patch: the closure runs under `catch_unwind` and its panic is
+        // carried back to the caller, which resumes it. Upstream wrote the
+        // result into a `MaybeUninit` the closure never filled when it panicked,
+        // and the panic unwound the pool thread before it sent an answer or
+        // woke the executor: the caller waited for good (glommio/glommio#37).
+        let result = Arc::new(Mutex::new(None::<std::thread::Result<R>>));
+        let f_inner = enclose::enclose!((result) move || {
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(func));
+            *result.lock().unwrap_or_else(|e| e.into_inner()) = Some(res);
+        });
 
         #[cfg(not(feature = "native-tls"))]
         let waiter =
@@ -2818,14 +2825,14 @@ impl ExecutorProxy {
         async move {
             let source = waiter.await;
             assert!(source.collect_rw().await.is_ok());
-            unsafe {
-                let res_arc = Arc::try_unwrap(result).expect("leak");
-                let ret = std::mem::replace(
-                    &mut *res_arc.lock().unwrap().deref_mut(),
-                    MaybeUninit::<R>::uninit(),
-                )
-                .assume_init();
-                ret
+            let res = result
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .expect("the blocking pool ran the closure");
+            match res {
+                Ok(ret) => ret,
+                Err(panic) => std::panic::resume_unwind(panic),
             }
         }
     }
