@@ -346,7 +346,9 @@ fn a_panicking_blocking_closure_fails_its_caller_instead_of_hanging() {
             (message, next)
         })
         .expect("executor");
-    let joined = within("an executor awaiting a panicked closure", HANG, move || ex.join());
+    let joined = within("an executor awaiting a panicked closure", HANG, move || {
+        ex.join()
+    });
     let (message, next) = joined.expect("the executor thread");
     assert_eq!(message, "a blocking closure panicked on purpose");
     assert_eq!(next, 7);
