@@ -9,8 +9,9 @@
 //! pass and wakes their tasks, and when nothing is ready it sleeps on the
 //! epoll descriptor itself through one io_uring poll
 //! (`glommio::poll_readable`), so an idle shard still sleeps in its ring.
-//! That is how nginx waits. Measured with `cairn-floor` (docs/BENCHMARKS.md,
-//! "The runtime's floor"): about 1 us less CPU per request at a fixed rate.
+//! That is how nginx waits. Measured (docs/BENCHMARKS.md, "The runtime's
+//! floor"): about 1 us less CPU per request at a fixed rate for `cairn-floor`,
+//! 0.45 us (3.5%) for `cairn`, and 11% less in a closed loop.
 //!
 //! Read deadlines are not timers per read either: each connection keeps its
 //! deadline in its slot, and a sweeper task wakes the connections whose
