@@ -23,7 +23,8 @@
 //! the descriptor and cleared by the reader just before it reads, so bytes
 //! that arrive after a read always leave `ready` set (edge-triggered epoll
 //! reports every arrival); a short read means the socket was drained, a
-//! full one leaves `ready` set. A [`Registration`] removes its descriptor
+//! full one leaves `ready` set, and so does any read once the peer has shut
+//! down (the end of stream behind the bytes gets no edge of its own). A [`Registration`] removes its descriptor
 //! from the set before the descriptor can be closed or handed on (it is
 //! dropped before the stream, and before a WebSocket takes the stream).
 //! Everything here is shard-local (`Rc`), like the connections it serves.
@@ -41,6 +42,10 @@ const EVENTS_MAX: usize = 256;
 /// One connection's state as the drain, the sweeper and the reader see it.
 struct Slot {
     ready: Cell<bool>,
+    /// The peer has shut down (or the socket failed): the end of the stream
+    /// comes after the bytes already there, with no further edge, so every
+    /// read is followed by another until `recv` says 0 or fails.
+    hup: Cell<bool>,
     expired: Cell<bool>,
     deadline: Cell<Option<Instant>>,
     waker: RefCell<Option<Waker>>,
@@ -95,6 +100,7 @@ impl Readiness {
         let slot = Rc::new(Slot {
             // A new connection may have bytes already: read once to see.
             ready: Cell::new(true),
+            hup: Cell::new(false),
             expired: Cell::new(false),
             deadline: Cell::new(None),
             waker: RefCell::new(None),
@@ -168,9 +174,10 @@ impl Registration {
                 };
                 if n >= 0 {
                     let n = n as usize;
-                    // A full buffer may have left bytes behind; the edge will
-                    // not fire again for them.
-                    if n == buf.len() {
+                    // A full buffer may have left bytes behind, and a peer's
+                    // shutdown an end of stream behind them; the edge will not
+                    // fire again for either.
+                    if n == buf.len() || (n > 0 && slot.hup.get()) {
                         slot.ready.set(true);
                     }
                     slot.deadline.set(None);
@@ -256,6 +263,10 @@ async fn drain(inner: std::rc::Weak<Inner>) {
             // spurious wake-up: its reader finds nothing and waits again.
             let slot = set.slots.borrow().get(e.u64 as usize).cloned().flatten();
             if let Some(s) = slot {
+                let hangup = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+                if e.events & hangup != 0 {
+                    s.hup.set(true);
+                }
                 s.ready.set(true);
                 s.wake();
             }
@@ -347,6 +358,38 @@ mod tests {
             let mut echo = [0u8; 1];
             client.set_nonblocking(true).unwrap();
             assert!(client.read(&mut echo).is_err(), "nothing was written back");
+        });
+    }
+
+    #[test]
+    fn bytes_then_a_shutdown_in_one_edge_still_end_the_stream() {
+        run_local(async {
+            let r = Readiness::start(Duration::from_millis(10)).unwrap();
+            let (mut client, server) = pair();
+            let reg = r.register(server.as_raw_fd()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut buf = [0u8; 64];
+            client.write_all(b"a").unwrap();
+            assert_eq!(reg.read(&mut buf, deadline).await.unwrap(), 1);
+            // Bytes and the shutdown both arrive while this task holds the
+            // thread, so the drain's one edge reports them together.
+            client.write_all(b"0\r\n").unwrap();
+            client.shutdown(std::net::Shutdown::Write).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            while !reg.slot.ready.get() {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            let t0 = Instant::now();
+            assert_eq!(reg.read(&mut buf, deadline).await.unwrap(), 3);
+            assert_eq!(
+                reg.read(&mut buf, deadline).await.unwrap(),
+                0,
+                "then the end"
+            );
+            assert!(
+                t0.elapsed() < Duration::from_secs(2),
+                "without waiting for the deadline"
+            );
         });
     }
 
