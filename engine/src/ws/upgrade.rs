@@ -83,10 +83,11 @@ pub async fn take_over(
             return;
         }
     };
-    let (target, obj_req) = match crate::http::resolve(shard, &req) {
-        Ok(t) => t,
-        Err(resp) => return refuse(&mut stream, &resp).await,
-    };
+    let (target, obj_req) =
+        match crate::http::resolve(shard, &req, &mut crate::http::IdCache::default()) {
+            Ok(t) => t,
+            Err(resp) => return refuse(&mut stream, &resp).await,
+        };
     let owner = shard_of(&target.id, shard.config.shards);
     if owner == shard.id {
         adopt_local(
