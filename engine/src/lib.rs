@@ -5,7 +5,8 @@
 //! object, the object runtime ([`host`]: input and output gates, panic
 //! isolation, alarms, eviction), the handler-facing API ([`context`],
 //! [`object`]), the HTTP server ([`http`], over `cairn-proto`), the built-in
-//! classes ([`builtins`]), the operator endpoints ([`admin`]), the stub retry
+//! classes ([`builtins`]), connection readiness ([`readiness`], one epoll
+//! set per shard), the operator endpoints ([`admin`]), the stub retry
 //! policy ([`retry`]) and the `cairn` binary (`src/bin/cairn.rs`).
 //!
 //! **What it is not.** It parses no HTTP itself (that is `cairn-proto`) and
@@ -43,7 +44,7 @@ mod mailbox;
 pub mod object;
 #[cfg(test)]
 mod power_loss_tests;
-mod readiness;
+pub mod readiness;
 pub mod retry;
 pub mod shard;
 pub mod store;

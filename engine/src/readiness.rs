@@ -68,14 +68,15 @@ struct Inner {
 
 /// A shard's epoll set for its HTTP connections. Cheap to clone.
 #[derive(Clone)]
-pub(crate) struct Readiness {
+pub struct Readiness {
     inner: Rc<Inner>,
 }
 
 impl Readiness {
     /// Makes the set and starts its drain and its sweeper (every `sweep`)
-    /// on the current executor.
-    pub(crate) fn start(sweep: Duration) -> io::Result<Readiness> {
+    /// on the current executor. Must be called on a glommio executor thread;
+    /// the set serves connections of that executor only.
+    pub fn start(sweep: Duration) -> io::Result<Readiness> {
         // SAFETY: epoll_create1 takes no pointers; a negative result is an error.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -96,7 +97,7 @@ impl Readiness {
     }
 
     /// Adds `fd` to the set; it is taken out when the registration drops.
-    pub(crate) fn register(&self, fd: RawFd) -> io::Result<Registration> {
+    pub fn register(&self, fd: RawFd) -> io::Result<Registration> {
         let slot = Rc::new(Slot {
             // A new connection may have bytes already: read once to see.
             ready: Cell::new(true),
@@ -145,7 +146,7 @@ impl Readiness {
 }
 
 /// A connection's place in the set.
-pub(crate) struct Registration {
+pub struct Registration {
     inner: Rc<Inner>,
     index: usize,
     fd: RawFd,
@@ -156,7 +157,7 @@ impl Registration {
     /// Reads into `buf` once bytes are there: `Ok(0)` at end of stream,
     /// `TimedOut` once `deadline` has passed (seen by the sweeper) with
     /// nothing read.
-    pub(crate) async fn read(&self, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+    pub async fn read(&self, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
         let slot = &*self.slot;
         slot.deadline.set(Some(deadline));
         slot.expired.set(false);

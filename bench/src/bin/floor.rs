@@ -10,19 +10,18 @@
 //!
 //! - `uring`: glommio's `TcpStream::read`, one io_uring poll per wait, as
 //!   `cairn`'s connection loop does;
-//! - `epoll`: one edge-triggered epoll set for all connections, drained by
-//!   one task per executor pass (`epoll_wait` with a zero timeout), the
-//!   executor sleeping on the epoll descriptor through
-//!   `glommio::poll_readable` when nothing is ready: how nginx waits.
+//! - `epoll`: `cairn_engine::readiness`, the one edge-triggered epoll set
+//!   per executor that `cairn`'s connections wait on, drained once per
+//!   executor pass, the executor sleeping on the epoll descriptor when
+//!   nothing is ready: how nginx waits.
 //!
 //! Usage: `cairn-floor --listen 127.0.0.1:18600 --reads uring|epoll [--cpu N]`.
 
-use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
-use std::os::unix::io::{AsRawFd, RawFd};
-use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::os::unix::io::AsRawFd;
+use std::time::{Duration, Instant};
 
+use cairn_engine::readiness::Readiness;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -73,7 +72,11 @@ fn main() {
         .unwrap_or_else(|e| usage(&format!("cannot start an executor: {e}")));
     ex.run(async move {
         let listener = TcpListener::bind(listen).unwrap_or_else(|e| usage(&format!("{e}")));
-        let set = (reads == Reads::Epoll).then(EpollSet::start);
+        // No read deadlines here: the sweeper only needs to tick rarely.
+        let set = (reads == Reads::Epoll).then(|| {
+            Readiness::start(Duration::from_secs(1))
+                .unwrap_or_else(|e| usage(&format!("epoll set: {e}")))
+        });
         loop {
             let Ok(stream) = listener.accept().await else {
                 continue;
@@ -130,137 +133,29 @@ async fn serve_uring(mut stream: TcpStream) {
     }
 }
 
-/// One connection's readiness: set by the set's drain, cleared by the reader.
-struct Slot {
-    ready: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
-/// The executor's epoll descriptor and the slots its events name.
-#[derive(Clone)]
-struct EpollSet {
-    fd: RawFd,
-    slots: Rc<RefCell<Vec<Option<Rc<Slot>>>>>,
-}
-
-impl EpollSet {
-    fn start() -> EpollSet {
-        // SAFETY: epoll_create1 takes no pointers; a negative result is checked.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            usage(&format!(
-                "epoll_create1: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        let set = EpollSet {
-            fd,
-            slots: Rc::new(RefCell::new(Vec::new())),
-        };
-        glommio::spawn_local(set.clone().drain()).detach();
-        set
-    }
-
-    /// Marks ready every connection the kernel reports, once per executor
-    /// pass; sleeps on the epoll descriptor when none is ready.
-    async fn drain(self) {
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
-        loop {
-            // SAFETY: `events` holds 256 initialised entries and outlives the
-            // call; a zero timeout never blocks the executor.
-            let n = unsafe { libc::epoll_wait(self.fd, events.as_mut_ptr(), 256, 0) };
-            if n <= 0 {
-                if glommio::poll_readable(self.fd).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-            for e in &events[..n as usize] {
-                let slot = self.slots.borrow().get(e.u64 as usize).cloned().flatten();
-                if let Some(s) = slot {
-                    s.ready.set(true);
-                    if let Some(w) = s.waker.borrow_mut().take() {
-                        w.wake();
-                    }
-                }
-            }
-            futures_lite::future::yield_now().await;
-        }
-    }
-
-    fn add(&self, fd: RawFd) -> (usize, Rc<Slot>) {
-        let slot = Rc::new(Slot {
-            ready: Cell::new(true),
-            waker: RefCell::new(None),
-        });
-        let mut slots = self.slots.borrow_mut();
-        let i = match slots.iter().position(Option::is_none) {
-            Some(i) => i,
-            None => {
-                slots.push(None);
-                slots.len() - 1
-            }
-        };
-        slots[i] = Some(slot.clone());
-        let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLET | libc::EPOLLRDHUP) as u32,
-            u64: i as u64,
-        };
-        // SAFETY: `ev` is a valid epoll_event for the duration of the call.
-        unsafe { libc::epoll_ctl(self.fd, libc::EPOLL_CTL_ADD, fd, &mut ev) };
-        (i, slot)
-    }
-
-    fn remove(&self, i: usize, fd: RawFd) {
-        // SAFETY: EPOLL_CTL_DEL ignores the event pointer (null allowed since 2.6.9).
-        unsafe { libc::epoll_ctl(self.fd, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
-        self.slots.borrow_mut()[i] = None;
-    }
-}
-
-async fn serve_epoll(mut stream: TcpStream, set: &EpollSet) {
-    let fd = stream.as_raw_fd();
-    let (i, slot) = set.add(fd);
+async fn serve_epoll(mut stream: TcpStream, set: &Readiness) {
+    // Dropped before `stream` (locals go before parameters).
+    let Ok(reg) = set.register(stream.as_raw_fd()) else {
+        return;
+    };
+    // Far enough never to pass during a run.
+    let never = Instant::now() + Duration::from_secs(365 * 24 * 3600);
     let mut buf = vec![0u8; READ_BYTES];
     let mut tail = Vec::new();
     let mut out = Vec::new();
     loop {
-        std::future::poll_fn(|cx| {
-            if slot.ready.get() {
-                Poll::Ready(())
-            } else {
-                *slot.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await;
-        slot.ready.set(false);
-        // SAFETY: `buf` is valid for `buf.len()` writable bytes; MSG_DONTWAIT
-        // keeps the call from blocking.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        let n = match n {
-            0 => break,
-            n if n < 0 => {
-                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
-                    continue;
-                }
-                break;
-            }
-            n => n as usize,
+        let n = match reg.read(&mut buf, never).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
         };
-        // A full buffer may have left bytes behind, and the edge will not fire again for them.
-        if n == buf.len() {
-            slot.ready.set(true);
-        }
         out.clear();
         for _ in 0..heads(&mut tail, &buf[..n]) {
             out.extend_from_slice(RESPONSE);
         }
         if stream.write_all(&out).await.is_err() {
-            break;
+            return;
         }
     }
-    set.remove(i, fd);
 }
 
 #[cfg(test)]
