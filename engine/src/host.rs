@@ -88,7 +88,7 @@
 //! docs/OPERATIONS.md, "Sizing the memory budget".
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -100,7 +100,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use crate::mailbox::{self, MailboxRx, MailboxTx};
 
 use crate::context::{Context, META_ALARM, META_CLASS, META_NAME};
-use crate::id::{ObjectId, shard_of};
+use crate::id::{IdMap, ObjectId, shard_of};
 use crate::object::{Classes, ErrorCode, Object, ObjectFactory, Request, Response};
 use crate::store::{Store, Ticket};
 use crate::ws::table::{Out, SockState, SocketEntry, SocketTable};
@@ -416,9 +416,9 @@ pub(crate) struct HostInner {
     pub(crate) sockets: SocketTable,
     classes: Classes,
     clock: Clock,
-    active: RefCell<HashMap<ObjectId, Rc<Active>>>,
+    active: RefCell<IdMap<Rc<Active>>>,
     alarm_queue: RefCell<BTreeSet<(u64, ObjectId)>>,
-    alarms: RefCell<HashMap<ObjectId, (AlarmEntry, Target)>>,
+    alarms: RefCell<IdMap<(AlarmEntry, Target)>>,
     alarm_wake: LocalSender<()>,
     alarm_wake_rx: RefCell<Option<LocalReceiver<()>>>,
     forwarder: RefCell<Option<Rc<dyn Forwarder>>>,
@@ -465,9 +465,9 @@ impl ObjectHost {
                 store,
                 classes,
                 clock,
-                active: RefCell::new(HashMap::new()),
+                active: RefCell::new(IdMap::default()),
                 alarm_queue: RefCell::new(BTreeSet::new()),
-                alarms: RefCell::new(HashMap::new()),
+                alarms: RefCell::new(IdMap::default()),
                 alarm_wake: tx,
                 alarm_wake_rx: RefCell::new(Some(rx)),
                 forwarder: RefCell::new(None),

@@ -20,6 +20,13 @@ pub const ID_DOMAIN_TAG: &[u8] = b"cairn/object-id/v1";
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectId(pub [u8; 32]);
 
+/// A hash map keyed by object ID, for the per-request lookups (objects in
+/// memory, alarms, sockets). aHash with a per-process random key: a request
+/// may name any ID (`/{class}/id/{hex}`), so the hash must stay keyed against
+/// chosen collisions, and it costs a fraction of the default SipHash on the
+/// 32-byte key.
+pub type IdMap<V> = std::collections::HashMap<ObjectId, V, ahash::RandomState>;
+
 impl ObjectId {
     /// The raw bytes, as storage sees them.
     pub fn as_bytes(&self) -> &[u8; 32] {

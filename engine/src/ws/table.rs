@@ -13,7 +13,7 @@ use bytes::Bytes;
 use glommio::{Latency, Shares, TaskQueueHandle};
 
 use crate::host::Target;
-use crate::id::ObjectId;
+use crate::id::{IdMap, ObjectId};
 use crate::store::Ticket;
 
 /// A socket's handle, unique on its shard for the life of the process.
@@ -186,9 +186,9 @@ pub(crate) struct SocketTable {
     shard_id: u32,
     by_id: RefCell<HashMap<SocketId, Rc<SocketEntry>>>,
     /// Each object's sockets in accept order.
-    by_object: RefCell<HashMap<ObjectId, Vec<Rc<SocketEntry>>>>,
+    by_object: RefCell<IdMap<Vec<Rc<SocketEntry>>>>,
     /// Each object's auto-response pair: (request, encoded response frame).
-    auto: RefCell<HashMap<ObjectId, (Bytes, Bytes)>>,
+    auto: RefCell<IdMap<(Bytes, Bytes)>>,
     next: Cell<u64>,
     pub(crate) metrics: RefCell<WsMetrics>,
     /// The shard's task queue for socket I/O, made on first use; see [`SocketTable::io_queue`].
@@ -214,8 +214,8 @@ impl SocketTable {
             limits,
             shard_id,
             by_id: RefCell::new(HashMap::new()),
-            by_object: RefCell::new(HashMap::new()),
-            auto: RefCell::new(HashMap::new()),
+            by_object: RefCell::new(IdMap::default()),
+            auto: RefCell::new(IdMap::default()),
             next: Cell::new(0),
             metrics: RefCell::new(WsMetrics::default()),
             io_queue: Cell::new(None),
