@@ -60,9 +60,9 @@ pub trait DiskFile {
     fn write_at(&self, pos: u64, data: &[u8]) -> IoFuture<'_, ()>;
     /// Makes every completed write durable.
     fn fdatasync(&self) -> IoFuture<'_, ()>;
-    /// Writes `data` at `pos` (both block-aligned) and returns once it, and every write that
-    /// completed before it, is durable: `write_at` then `fdatasync` unless the file can do both
-    /// in one operation.
+    /// Writes `data` at `pos` (both block-aligned) and returns once it is durable: `write_at`
+    /// then `fdatasync`, unless the file can do both in one operation. Promises nothing about
+    /// other writes not yet synced (a FUA write makes only its own blocks durable).
     fn write_durable_at<'a>(&'a self, pos: u64, data: &'a [u8]) -> IoFuture<'a, ()> {
         Box::pin(async move {
             self.write_at(pos, data).await?;
@@ -93,13 +93,6 @@ impl DmaDisk {
 
 struct DmaDiskFile {
     file: glommio::io::DmaFile,
-    path: PathBuf,
-    /// The same file opened again with `O_DSYNC`, for `write_durable_at`: each write through
-    /// it returns only once durable, so a commit is one io_uring operation instead of a write
-    /// and then an fdatasync (which glommio hands to an io-wq worker: a context switch on the
-    /// shard's core, and a second trip through the shard between the two). Opened at the first
-    /// durable write, so files that are only read hold one descriptor.
-    dsync: RefCell<Option<Rc<glommio::io::DmaFile>>>,
 }
 
 /// `data` in a DMA buffer for a write at `pos` (both must be block-aligned).
@@ -113,14 +106,20 @@ fn dma_buffer(file: &glommio::io::DmaFile, pos: u64, data: &[u8]) -> glommio::io
     buf
 }
 
-/// Writes `buf` at `pos` through `file` (one O_DIRECT write).
+/// Writes `buf` at `pos` through `file` (one O_DIRECT write), with `RWF_DSYNC` if `dsync`.
 async fn dma_write(
     file: &glommio::io::DmaFile,
     pos: u64,
     buf: glommio::io::DmaBuffer,
+    dsync: bool,
 ) -> io::Result<()> {
     let want = buf.len();
-    let n = file.write_at(buf, pos).await.map_err(io::Error::from)?;
+    let n = if dsync {
+        file.write_at_dsync(buf, pos).await
+    } else {
+        file.write_at(buf, pos).await
+    }
+    .map_err(io::Error::from)?;
     if n != want {
         return Err(io::Error::new(
             io::ErrorKind::WriteZero,
@@ -157,11 +156,7 @@ impl Disk for DmaDisk {
                 .dma_open(&path)
                 .await
                 .map_err(io::Error::from)?;
-            Ok(Rc::new(DmaDiskFile {
-                file,
-                path,
-                dsync: RefCell::new(None),
-            }) as Rc<dyn DiskFile>)
+            Ok(Rc::new(DmaDiskFile { file }) as Rc<dyn DiskFile>)
         })
     }
 
@@ -264,33 +259,17 @@ impl DiskFile for DmaDiskFile {
 
     fn write_at(&self, pos: u64, data: &[u8]) -> IoFuture<'_, ()> {
         let buf = dma_buffer(&self.file, pos, data);
-        Box::pin(dma_write(&self.file, pos, buf))
+        Box::pin(dma_write(&self.file, pos, buf, false))
     }
 
     fn write_durable_at<'a>(&'a self, pos: u64, data: &'a [u8]) -> IoFuture<'a, ()> {
+        // One io_uring write with `RWF_DSYNC` (a glommio patch): it completes only once the
+        // data, and any metadata needed to read it back, is on stable storage (a FUA write, or
+        // the write and a device cache flush), without the separate fdatasync that glommio
+        // hands to an io-wq worker (a context switch on the shard's core, and a second trip
+        // through the shard between the write and the sync).
         let buf = dma_buffer(&self.file, pos, data);
-        Box::pin(async move {
-            // O_DIRECT | O_DSYNC: the write completes once the data, and the metadata needed
-            // to read it back, is on stable storage (a FUA write, or the write and a cache
-            // flush, which also covers every write completed before it).
-            let open = self.dsync.borrow().clone();
-            let file = match open {
-                Some(f) => f,
-                None => {
-                    let f = Rc::new(
-                        glommio::io::OpenOptions::new()
-                            .write(true)
-                            .custom_flags(libc::O_DSYNC)
-                            .dma_open(&self.path)
-                            .await
-                            .map_err(io::Error::from)?,
-                    );
-                    *self.dsync.borrow_mut() = Some(f.clone());
-                    f
-                }
-            };
-            dma_write(&file, pos, buf).await
-        })
+        Box::pin(dma_write(&self.file, pos, buf, true))
     }
 
     fn fdatasync(&self) -> IoFuture<'_, ()> {

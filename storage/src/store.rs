@@ -4,7 +4,7 @@
 //! group-commit loop closes the open group only when it runs, and it runs only when the
 //! executor switches tasks, i.e. at an `.await` that suspends. So every mutation issued between
 //! two suspending awaits lands in one group, and a group is one contiguous durable write
-//! (`DiskFile::write_durable_at`: on disk an `O_DSYNC` write, elsewhere a write followed by one
+//! (`DiskFile::write_durable_at`: on disk an `RWF_DSYNC` write, elsewhere a write followed by one
 //! fdatasync), marked complete by `FLAG_GROUP_END` on its last record: durable all or nothing.
 //!
 //! INVARIANT (tickets): a ticket of group `g` resolves `Ok` only after the durable write of `g`
@@ -59,7 +59,7 @@ pub struct StoreStats {
     pub commits: u64,
     /// Commit groups written.
     pub groups: u64,
-    /// Successful group syncs: durable writes of a commit group (an `O_DSYNC` write on disk, a
+    /// Successful group syncs: durable writes of a commit group (an `RWF_DSYNC` write on disk, a
     /// write and an fdatasync elsewhere).
     pub fdatasyncs: u64,
     /// Records written.
@@ -1201,7 +1201,7 @@ async fn write_group(inner: &Rc<Inner>, g: u64, records: &[Rc<RecordBuf>]) -> Re
         let st = inner.state.borrow();
         (st.segs[&st.active].file.clone(), st.write_pos, st.active)
     };
-    // One durable write (on disk: an O_DSYNC write, so no separate fdatasync trip through the
+    // One durable write (on disk: an RWF_DSYNC write, so no separate fdatasync trip through the
     // shard), timed whole: the sync's latency is what the `fdatasync_ns` statistics report.
     let t0 = Instant::now();
     file.write_durable_at(pos, &buf)

@@ -327,6 +327,18 @@ impl Reactor {
         pos: u64,
         pollable: PollableStatus,
     ) -> Source {
+        self.write_dma_with(raw, buf, pos, pollable, false)
+    }
+
+    // CAIRN-PATCH: `dsync` submits the write with `RWF_DSYNC`.
+    pub(crate) fn write_dma_with(
+        &self,
+        raw: RawFd,
+        buf: DmaSource,
+        pos: u64,
+        pollable: PollableStatus,
+        dsync: bool,
+    ) -> Source {
         let stats = StatsCollection {
             fulfilled: Some(|result, stats, op_count| {
                 if let Ok(result) = result {
@@ -343,7 +355,7 @@ impl Reactor {
             SourceType::Write(pollable, IoBuffer::DmaSource(buf)),
             Some(stats),
         );
-        self.sys.write_dma(&source, pos);
+        self.sys.write_dma(&source, pos, dsync);
         source
     }
 

@@ -312,6 +312,23 @@ impl DmaFile {
         enhanced_try!(source.collect_rw().await, "Writing", self.file).map_err(Into::into)
     }
 
+    /// CAIRN-PATCH: [`DmaFile::write_at`] with `RWF_DSYNC`: completes only once
+    /// the data, and any metadata needed to read it back, is on stable storage
+    /// (as if the file were opened with `O_DSYNC`, for this write alone). On
+    /// Linux an O_DIRECT `RWF_DSYNC` write is a FUA write, or the write and a
+    /// device cache flush; only the former guarantees nothing about other
+    /// writes.
+    pub async fn write_at_dsync(&self, buf: DmaBuffer, pos: u64) -> Result<usize> {
+        let source = self.file.reactor.upgrade().unwrap().write_dma_with(
+            self.as_raw_fd(),
+            DmaSource::Owned(buf),
+            pos,
+            self.pollable,
+            true,
+        );
+        enhanced_try!(source.collect_rw().await, "Writing", self.file).map_err(Into::into)
+    }
+
     /// Equivalent to [`DmaFile::write_at`] except that the caller retains
     /// non-mutable ownership of the underlying buffer. This can be useful if
     /// you want to asynchronously process a page concurrently with writing it.

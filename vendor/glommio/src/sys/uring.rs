@@ -61,6 +61,9 @@ enum UringOpDescriptor {
     Cancel(u64),
     Write(*const u8, usize, u64),
     WriteFixed(*const u8, usize, u64, u32),
+    // CAIRN-PATCH: the same writes with `RWF_DSYNC` (durable on completion).
+    WriteDsync(*const u8, usize, u64),
+    WriteFixedDsync(*const u8, usize, u64, u32),
     ReadFixed(u64, usize),
     Read(u64, usize),
     Open(*const u8, libc::c_int, u32),
@@ -377,6 +380,18 @@ fn fill_sqe<F>(
             UringOpDescriptor::WriteFixed(ptr, len, pos, buf_index) => {
                 let buf = std::slice::from_raw_parts(ptr, len);
                 sqe.prep_write_fixed(op.fd, buf, pos, buf_index as _);
+            }
+
+            UringOpDescriptor::WriteDsync(ptr, len, pos) => {
+                let buf = std::slice::from_raw_parts(ptr, len);
+                sqe.prep_write(op.fd, buf, pos);
+                sqe.raw_mut().cmd_flags.rw_flags = libc::RWF_DSYNC as _;
+            }
+
+            UringOpDescriptor::WriteFixedDsync(ptr, len, pos, buf_index) => {
+                let buf = std::slice::from_raw_parts(ptr, len);
+                sqe.prep_write_fixed(op.fd, buf, pos, buf_index as _);
+                sqe.raw_mut().cmd_flags.rw_flags = libc::RWF_DSYNC as _;
             }
 
             UringOpDescriptor::SockSend(ptr, len, flags) => {
@@ -1406,15 +1421,25 @@ impl Reactor {
         poll_ring.alloc_dma_buffer(size)
     }
 
-    pub(crate) fn write_dma(&self, source: &Source, pos: u64) {
+    pub(crate) fn write_dma(&self, source: &Source, pos: u64, dsync: bool) {
         let op = match &*source.source_type() {
             SourceType::Write(
                 PollableStatus::NonPollable(DirectIo::Disabled),
                 IoBuffer::DmaSource(buf),
+            ) if dsync => UringOpDescriptor::WriteDsync(buf.as_ptr(), buf.len(), pos),
+            SourceType::Write(
+                PollableStatus::NonPollable(DirectIo::Disabled),
+                IoBuffer::DmaSource(buf),
             ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
-            SourceType::Write(_, IoBuffer::DmaSource(buf)) => match buf.uring_buffer_id() {
-                Some(id) => UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id),
-                None => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+            SourceType::Write(_, IoBuffer::DmaSource(buf)) => match (buf.uring_buffer_id(), dsync) {
+                (Some(id), false) => {
+                    UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id)
+                }
+                (Some(id), true) => {
+                    UringOpDescriptor::WriteFixedDsync(buf.as_ptr(), buf.len(), pos, id)
+                }
+                (None, false) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+                (None, true) => UringOpDescriptor::WriteDsync(buf.as_ptr(), buf.len(), pos),
             },
             x => panic!("Unexpected source type for write: {:?}", x),
         };
