@@ -9,6 +9,8 @@
 # being the server process's CPU time (user + system, from /proc) divided by the requests served:
 # on a shared machine, where throughput mostly measures the scheduler, it is the steadier figure.
 # Knobs: DURATION=5s WARMUP=1s KEYS=10000 CONNS="16 64 256" SERVER_CPU=0 LOAD_CPU=1
+#        READ_KEYS=$KEYS (the reads' key space on its own: READ_KEYS=1 reads one counter, issue 4's
+#        "plain GET of a counter value", while the increments go over KEYS)
 #        PORT=18580 CAIRN_PORT=18590 CAIRN_EXTRA="" (more cairn flags)
 #        CAIRN_BIN=target/release/cairn (another build, e.g. a copy of the one before a change)
 #        ROWS="nginx-static cairn-read cairn-incr" (the rows to run, e.g. ROWS=cairn-read; also
@@ -23,7 +25,7 @@
 # Needs: release builds of cairn and cairn-loadgen, nginx, taskset, jq.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DURATION="${DURATION:-5s}"; WARMUP="${WARMUP:-1s}"; KEYS="${KEYS:-10000}"
+DURATION="${DURATION:-5s}"; WARMUP="${WARMUP:-1s}"; KEYS="${KEYS:-10000}"; READ_KEYS="${READ_KEYS:-$KEYS}"
 ROWS="${ROWS:-nginx-static cairn-read cairn-incr}"; REPEAT="${REPEAT:-1}"
 CONNS="${CONNS:-16 64 256}"; SERVER_CPU="${SERVER_CPU:-0}"; LOAD_CPU="${LOAD_CPU:-1}"
 PORT="${PORT:-18580}"; CAIRN_PORT="${CAIRN_PORT:-18590}"
@@ -119,7 +121,7 @@ for _ in $(seq 1 "$REPEAT"); do
       fi
     done
     if want cairn-read; then
-      run cairn-read "$CAIRN_PID" "$c" --url "http://127.0.0.1:$CAIRN_PORT/counter/c{key}" --keys "$KEYS"
+      run cairn-read "$CAIRN_PID" "$c" --url "http://127.0.0.1:$CAIRN_PORT/counter/c{key}" --keys "$READ_KEYS"
     fi
     if want cairn-incr; then
       run cairn-incr "$CAIRN_PID" "$c" --url "http://127.0.0.1:$CAIRN_PORT/counter/c{key}/increment" \

@@ -202,7 +202,7 @@ pub async fn handle(
     run_on_owner(shard, op).await
 }
 
-fn method_not_allowed(allowed: &str) -> Response {
+fn method_not_allowed(allowed: &'static str) -> Response {
     let mut r = Response::error(
         ErrorCode::MethodNotAllowed,
         &format!("this route accepts {allowed}"),

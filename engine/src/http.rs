@@ -655,7 +655,7 @@ fn route_inner(
         }
         _ => {}
     }
-    let (t, obj_req) = match resolve(shard, &req, ids) {
+    let (t, obj_req) = match resolve_target(shard, &req, target, ids) {
         Ok(r) => r,
         Err(resp) => return Ok(resp),
     };
@@ -676,7 +676,21 @@ pub(crate) fn resolve(
     req: &cairn_proto::http::Request,
     ids: &mut IdCache,
 ) -> Result<(Target, Request), Response> {
-    let target = cairn_proto::http::target::split(req.target());
+    resolve_target(
+        shard,
+        req,
+        cairn_proto::http::target::split(req.target()),
+        ids,
+    )
+}
+
+/// [`resolve`] with `req`'s target already split.
+fn resolve_target(
+    shard: &Shard,
+    req: &cairn_proto::http::Request,
+    target: cairn_proto::http::target::Target<'_>,
+    ids: &mut IdCache,
+) -> Result<(Target, Request), Response> {
     let path = target.path;
     let query = target.query.unwrap_or("").to_string();
     let method = req.method().to_string();

@@ -4,6 +4,7 @@
 //! Handler futures are not `Send`: an object lives on one shard for its whole
 //! activation, so it may hold `Rc`s and `RefCell`s freely.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::fmt;
@@ -183,8 +184,11 @@ pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
 pub struct Response {
     /// HTTP status code.
     pub status: u16,
-    /// Header names and values.
-    pub headers: Vec<(String, String)>,
+    /// Header names and values. `Cow`, so that the fixed ones a handler
+    /// sets on every response (`("content-type".into(),
+    /// "application/json".into())`) are not allocated per response; a
+    /// `String` goes in with `.into()` as well.
+    pub headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     /// The body.
     pub body: Bytes,
 }
@@ -206,7 +210,11 @@ impl Response {
 
     /// A JSON response; `body` must already be JSON.
     pub fn json(status: u16, body: impl Into<String>) -> Response {
-        let mut r = Response::new(status, body.into());
+        let body: String = body.into();
+        // `Bytes` from a `Vec` with spare capacity (as `format!` leaves it)
+        // allocates a shared header; from a boxed slice it does not, and
+        // the shrink is in place for the allocator's size class.
+        let mut r = Response::new(status, body.into_bytes().into_boxed_slice());
         r.headers
             .push(("content-type".into(), "application/json".into()));
         r
@@ -229,7 +237,7 @@ impl Response {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| &**v)
     }
 }
 

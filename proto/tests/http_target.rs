@@ -16,6 +16,13 @@ fn targets_split_into_path_and_query() {
     check_split("/a?", "/a", Some(""));
     check_split("/a?b?c", "/a", Some("b?c"));
     check_split("/a#frag", "/a", None);
+    // A scheme in the query of an origin-form target is not an absolute form.
+    check_split(
+        "/p?u=http://x.example/y",
+        "/p",
+        Some("u=http://x.example/y"),
+    );
+    check_split("/http://x.example/y", "/http://x.example/y", None);
     check_split("http://host.example/p?q", "/p", Some("q"));
     check_split("http://host.example", "/", None);
     check_split("https://host.example:8443?q", "/", Some("q"));

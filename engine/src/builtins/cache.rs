@@ -303,7 +303,7 @@ impl Cache {
     }
 }
 
-fn found(value: Bytes, how: &str) -> Response {
+fn found(value: Bytes, how: &'static str) -> Response {
     let mut r = Response::new(200, value);
     r.headers
         .push(("content-type".into(), "application/octet-stream".into()));

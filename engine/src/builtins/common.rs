@@ -40,7 +40,7 @@ pub(crate) fn bad_request(message: &str) -> Response {
 }
 
 /// 405 naming the methods the route accepts.
-pub(crate) fn method_not_allowed(allowed: &str) -> Response {
+pub(crate) fn method_not_allowed(allowed: &'static str) -> Response {
     let mut r = Response::error(
         ErrorCode::MethodNotAllowed,
         &format!("this route accepts {allowed}"),

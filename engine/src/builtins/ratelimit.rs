@@ -315,9 +315,11 @@ impl RateLimit {
                         "reset_ms": reset, "at_ms": now}),
             );
             r.headers
-                .push(("x-ratelimit-remaining".into(), remaining.to_string()));
-            r.headers
-                .push(("x-ratelimit-reset".into(), secs_ceil(reset).to_string()));
+                .push(("x-ratelimit-remaining".into(), remaining.to_string().into()));
+            r.headers.push((
+                "x-ratelimit-reset".into(),
+                secs_ceil(reset).to_string().into(),
+            ));
             r
         } else {
             st.denied_total += 1;
@@ -328,14 +330,18 @@ impl RateLimit {
                     "retry_after_ms": next}),
             );
             r.headers.push(("x-ratelimit-remaining".into(), "0".into()));
-            r.headers
-                .push(("x-ratelimit-reset".into(), secs_ceil(reset).to_string()));
-            r.headers
-                .push(("retry-after".into(), secs_ceil(next).max(1).to_string()));
+            r.headers.push((
+                "x-ratelimit-reset".into(),
+                secs_ceil(reset).to_string().into(),
+            ));
+            r.headers.push((
+                "retry-after".into(),
+                secs_ceil(next).max(1).to_string().into(),
+            ));
             r
         };
         resp.headers
-            .push(("x-ratelimit-limit".into(), limit.to_string()));
+            .push(("x-ratelimit-limit".into(), limit.to_string().into()));
         resp
     }
 

@@ -19,6 +19,15 @@ pub struct Target<'a> {
 /// not send, is dropped if present.
 pub fn split(target: &str) -> Target<'_> {
     let target = target.split('#').next().unwrap_or("");
+    // The origin form (`/p?q`), which is nearly every request, has no scheme:
+    // a scheme is alphanumeric before its `://`, and `/` is not.
+    if target.starts_with('/') {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        return Target { path, query };
+    }
     let after_scheme = target.find("://").filter(|&i| {
         i > 0
             && target[..i]
