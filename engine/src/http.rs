@@ -390,16 +390,20 @@ async fn connection(mut stream: TcpStream, shard: Shard, readiness: &Readiness) 
                 shard.host.record_request(class.as_str(), resp.status, us);
                 write_response(&mut out, &resp, &date, is_head, close);
             }
-            if stream.write_all(&out).await.is_err() || close {
+            let (written, waited) = write_noting_wait(&mut stream, &out).await;
+            if written.is_err() || close {
                 return;
             }
             if buf.is_empty() && dec.state() == ConnState::Idle {
                 // Idle again: the keep-alive deadline runs from the end of
                 // this response, not from the first byte of the request
-                // (the state stayed Idle when it arrived in one read),
-                // so the clock is read again: the write may have waited for
-                // a slow reader.
-                now = Instant::now();
+                // (the state stayed Idle when it arrived in one read). A
+                // write that waited for a slow reader ended later than
+                // `now`, so the clock is read again; one that went out at
+                // once (nearly all) ended at `now`, give or take the send.
+                if waited {
+                    now = Instant::now();
+                }
                 phase = (ConnState::Idle, now);
             }
             continue;
@@ -462,6 +466,21 @@ async fn connection(mut stream: TcpStream, shard: Shard, readiness: &Readiness) 
         }
         buf.extend_from_slice(&rbuf[..n]);
     }
+}
+
+/// Writes all of `out`; also says whether the write had to wait for the
+/// peer (the socket's buffer was full), which is when the clock must be
+/// read again after it.
+async fn write_noting_wait(stream: &mut TcpStream, out: &[u8]) -> (std::io::Result<()>, bool) {
+    let mut waited = false;
+    let mut write = std::pin::pin!(stream.write_all(out));
+    let written = std::future::poll_fn(|cx| {
+        let p = write.as_mut().poll(cx);
+        waited |= p.is_pending();
+        p
+    })
+    .await;
+    (written, waited)
 }
 
 /// The answer to a request `cairn-proto` refused: its status, with a stable
