@@ -941,13 +941,13 @@ fn metrics(all: &[ShardStats]) -> Response {
         (
             "cairn_fdatasync_seconds_max",
             "gauge",
-            "slowest fdatasync",
+            "slowest durable write of a commit group (device flush included)",
             |s| s.store.fdatasync_ns_max,
         ),
         (
             "cairn_storage_read_only",
             "gauge",
-            "1 once a write or fdatasync failed: writes refused until restart",
+            "1 once a durable write failed: writes refused until restart",
             |s| u64::from(s.store.read_only_reason.is_some()),
         ),
     ];
@@ -964,7 +964,8 @@ fn metrics(all: &[ShardStats]) -> Response {
             }
         }
     }
-    // Summaries: commit group size (records per fdatasync'd group) and fdatasync latency.
+    // Summaries: commit group size and the group's durable-write latency
+    // (named fdatasync from when it was a write and then an fdatasync).
     let name = "cairn_commit_group_records";
     let _ = writeln!(
         out,
@@ -985,7 +986,7 @@ fn metrics(all: &[ShardStats]) -> Response {
     let name = "cairn_fdatasync_seconds";
     let _ = writeln!(
         out,
-        "# HELP {name} fdatasync latency\n# TYPE {name} summary"
+        "# HELP {name} durable write latency per commit group\n# TYPE {name} summary"
     );
     for s in all {
         let sum = s.store.fdatasync_ns_total as f64 / 1e9;
