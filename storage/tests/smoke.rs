@@ -6,10 +6,7 @@ use cairn_storage::{Store, StoreOptions};
 
 #[test]
 fn a_durable_put_survives_reopen_on_a_real_directory() {
-    let dir = std::env::temp_dir().join(format!("cairn-storage-smoke-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let d = dir.clone();
-    common::run(move || async move {
+    common::run_in_temp_dir("cairn-storage-smoke", |d| async move {
         let s = Store::open(&d, StoreOptions::default()).await.unwrap();
         let t = s.put(&common::obj(1), b"k", b"v").unwrap();
         t.durable().await.unwrap();
@@ -17,7 +14,6 @@ fn a_durable_put_survives_reopen_on_a_real_directory() {
         let s = Store::open(&d, StoreOptions::default()).await.unwrap();
         assert_eq!(&*s.get(&common::obj(1), b"k").await.unwrap().unwrap(), b"v");
     });
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Commits through several segment rolls on a real directory: the durable write (an
@@ -25,10 +21,9 @@ fn a_durable_put_survives_reopen_on_a_real_directory() {
 /// `spare.log` and renamed, and everything must read back after reopening.
 #[test]
 fn durable_writes_survive_segment_rolls_on_a_real_directory() {
-    let dir = std::env::temp_dir().join(format!("cairn-storage-rolls-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let d = dir.clone();
-    common::run(move || async move {
+    common::run_in_temp_dir("cairn-storage-rolls", |d| async move {
+        // Not `common::small_opts()`: it turns zero-filling off, and without zero-filling no
+        // spare segment is prepared, so the renamed spares this test is about would not exist.
         let opts = StoreOptions {
             segment_bytes: 64 * 1024,
             compaction_enabled: false,
@@ -56,5 +51,4 @@ fn durable_writes_survive_segment_rolls_on_a_real_directory() {
             assert_eq!(got.as_deref(), Some(&value(i)[..]), "key {i}");
         }
     });
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -22,6 +22,20 @@ where
         .expect("executor thread panicked");
 }
 
+/// [`run`] with a fresh directory `<temp>/<name>-<pid>` for `f`, removed afterwards: for tests
+/// of the real disk (O_DIRECT files, renames, directory fsyncs).
+pub fn run_in_temp_dir<F, Fut>(name: &str, f: F)
+where
+    F: FnOnce(std::path::PathBuf) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.clone();
+    run(move || f(d));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Options small enough that tests cross segment boundaries. Zero-filling (a disk-latency
 /// optimisation) is off so that thousands of opens stay fast; tests that cover it say so.
 pub fn small_opts() -> StoreOptions {
