@@ -125,7 +125,7 @@ pub async fn handle(
         return r;
     }
     let q = crate::object::Request {
-        query: query.to_string(),
+        query: query.into(),
         ..crate::object::Request::default()
     };
     let rest = path

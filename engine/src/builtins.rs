@@ -85,7 +85,7 @@ impl Object for Counter {
         Box::pin(async move {
             let value = self.value;
             match (req.method.as_str(), req.path.as_str()) {
-                ("GET", "" | "/") => Response::json(200, format!(r#"{{"value":{value}}}"#)),
+                ("GET", "" | "/") => value_response(value),
                 ("POST", "/increment") => {
                     let by = match req.query_param("by") {
                         None => 1,
@@ -112,7 +112,7 @@ impl Object for Counter {
                         return storage_error(&e);
                     }
                     self.value = next;
-                    Response::json(200, format!(r#"{{"value":{next}}}"#))
+                    value_response(next)
                 }
                 (_, "" | "/" | "/increment") => {
                     Response::error(ErrorCode::MethodNotAllowed, "see docs/HTTP-API.md")
@@ -124,6 +124,33 @@ impl Object for Counter {
             }
         })
     }
+}
+
+/// `200 {"value":N}`, written without the formatting machinery: it answers
+/// every counter request.
+fn value_response(v: i64) -> Response {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut body = Vec::with_capacity(32);
+    body.extend_from_slice(br#"{"value":"#);
+    if v < 0 {
+        body.push(b'-');
+    }
+    body.extend_from_slice(&digits[at..]);
+    body.push(b'}');
+    let mut r = Response::new(200, body.into_boxed_slice());
+    r.headers
+        .push(("content-type".into(), "application/json".into()));
+    r
 }
 
 /// A key-value map over the object's storage.
@@ -267,5 +294,20 @@ impl Object for Kv {
                 _ => Response::error(ErrorCode::MethodNotAllowed, "GET, PUT or DELETE a key"),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_values_are_written_as_json_exactly() {
+        for v in [0, 7, -1, 10, -10, 1_234_567, i64::MAX, i64::MIN] {
+            let r = value_response(v);
+            assert_eq!(r.status, 200);
+            assert_eq!(&r.body[..], format!(r#"{{"value":{v}}}"#).as_bytes());
+            assert_eq!(r.header("content-type"), Some("application/json"));
+        }
     }
 }

@@ -507,6 +507,46 @@ impl ObjectHost {
         HostInner::dispatch(&self.inner, target, req, Vec::new(), reply);
     }
 
+    /// [`ObjectHost::dispatch`] for a request whose target is built only if
+    /// it is needed: when object `id` is active on this shard (the common
+    /// case: the HTTP path's) the event goes straight to its queue, and
+    /// `target` is never called, so the class and name are not copied.
+    pub(crate) fn dispatch_addressed(
+        &self,
+        id: ObjectId,
+        target: impl FnOnce() -> Target,
+        req: Request,
+        reply: Reply,
+    ) {
+        let this = &self.inner;
+        let local = shard_of(&id, this.cfg.shard_count) == this.cfg.shard_id;
+        let active = if local {
+            this.active.borrow().get(&id).cloned()
+        } else {
+            None
+        };
+        let Some(active) = active else {
+            return HostInner::dispatch(this, target(), req, Vec::new(), reply);
+        };
+        this.metrics.borrow_mut().requests += 1;
+        let ev = Event::Fetch {
+            req,
+            reply,
+            chain: this.no_chain.clone(),
+            upgrade: None,
+        };
+        if let Err(ev) = HostInner::push_event(this, &active, ev) {
+            let Event::Fetch { reply, .. } = ev else {
+                unreachable!("we sent a fetch")
+            };
+            this.metrics.borrow_mut().overloaded += 1;
+            reply(Response::error(
+                ErrorCode::Overloaded,
+                "the object's queue is full; retry later",
+            ));
+        }
+    }
+
     /// [`ObjectHost::dispatch`] for an event that carries a call chain (mail
     /// from another shard).
     pub fn dispatch_chained(&self, target: Target, req: Request, chain: CallChain, reply: Reply) {
@@ -1014,15 +1054,24 @@ impl HostInner {
                 Self::activate(this, target, factory)
             }
         };
-        active.queue.try_send(ev).map_err(Box::new)?;
-        active.pending.set(active.pending.get() + 1);
-        let now = (this.clock)();
-        active.last_used_ms.set(now);
+        Self::push_event(this, &active, ev).map_err(Box::new)?;
         // A new object may take the charge over the budget: evict now
         // rather than at the next tick (this one is busy, so it stays).
         if fresh && this.charged.get() > this.object_budget() {
-            this.evict(now);
+            this.evict(active.last_used_ms.get());
         }
+        Ok(())
+    }
+
+    /// Appends `ev` to the queue of the active object `active`; gives it
+    /// back if the queue is full. (Not boxed: the rare full queue is the
+    /// only time the event comes back, and callers answer it at once.)
+    #[allow(clippy::result_large_err)]
+    #[inline]
+    fn push_event(this: &Rc<HostInner>, active: &Active, ev: Event) -> Result<(), Event> {
+        active.queue.try_send(ev)?;
+        active.pending.set(active.pending.get() + 1);
+        active.last_used_ms.set((this.clock)());
         Ok(())
     }
 

@@ -46,7 +46,7 @@ use glommio::net::{TcpListener, TcpStream};
 
 use crate::host::{LATENCY_BUCKETS_US, RequestStats, ShardStats, Target};
 use crate::id::{ObjectId, id_from_name, id_from_string};
-use crate::object::{ErrorCode, Request, Response, json_escape, percent_decode};
+use crate::object::{ErrorCode, Headers, Request, Response, Text, json_escape, percent_decode};
 use crate::readiness::{self, Readiness};
 use crate::shard::Shard;
 
@@ -576,29 +576,55 @@ fn route_start(
 
 /// The ID of the object a connection addressed last by name. A connection
 /// usually addresses one object, and `id_from_name` is a SHA-256 (about 1%
-/// of a read's CPU); the buffers are reused, so a miss allocates nothing.
+/// of a read's CPU) after percent-decoding the name; the cache compares the
+/// name as sent, and its buffers are reused, so a hit decodes, hashes and
+/// allocates nothing.
 #[derive(Default)]
 pub(crate) struct IdCache {
     last: Option<ObjectId>,
     class: String,
-    name: Vec<u8>,
+    raw_name: String,
 }
 
 impl IdCache {
-    fn id_from_name(&mut self, class: &str, name: &[u8]) -> ObjectId {
+    /// The ID of the object `class` / `raw_name` (the name still
+    /// percent-encoded, as in the path), or `None` if the name has a bad
+    /// percent escape.
+    fn id_from_raw_name(&mut self, class: &str, raw_name: &str) -> Option<ObjectId> {
         if let Some(id) = self
             .last
-            .filter(|_| self.class == class && self.name == name)
+            .filter(|_| self.class == class && self.raw_name == raw_name)
         {
-            return id;
+            return Some(id);
         }
-        let id = id_from_name(class, name);
+        let id = id_from_name(class, &percent_decode(raw_name)?);
         self.class.clear();
         self.class.push_str(class);
-        self.name.clear();
-        self.name.extend_from_slice(name);
+        self.raw_name.clear();
+        self.raw_name.push_str(raw_name);
         self.last = Some(id);
-        id
+        Some(id)
+    }
+}
+
+/// The object a request addresses, borrowed from the request's head. The
+/// owned [`Target`] (the class and decoded name copied out) is built only
+/// when it is needed: to activate the object or to forward the request to
+/// its shard, not for an active object on this shard.
+pub(crate) struct Addressed<'a> {
+    pub(crate) class: &'a str,
+    pub(crate) id: ObjectId,
+    /// The name as sent (percent-encoded; known to decode), if addressed by name.
+    raw_name: Option<&'a str>,
+}
+
+impl Addressed<'_> {
+    pub(crate) fn target(&self) -> Target {
+        Target {
+            class: self.class.into(),
+            id: self.id,
+            name: self.raw_name.and_then(percent_decode),
+        }
     }
 }
 
@@ -678,12 +704,15 @@ fn route_inner(
         Ok(r) => r,
         Err(resp) => return Ok(resp),
     };
-    *label = Label::for_class(&t.class, labels);
+    *label = Label::for_class(t.class, labels);
     let slot = Rc::new(Slot::default());
     let responder = Responder(Some(slot.clone()));
-    shard
-        .host
-        .dispatch(t, obj_req, Box::new(move |resp| responder.send(resp)));
+    shard.host.dispatch_addressed(
+        t.id,
+        || t.target(),
+        obj_req,
+        Box::new(move |resp| responder.send(resp)),
+    );
     Err(slot)
 }
 
@@ -701,18 +730,17 @@ pub(crate) fn resolve(
         cairn_proto::http::target::split(req.target()),
         ids,
     )
+    .map(|(a, r)| (a.target(), r))
 }
 
 /// [`resolve`] with `req`'s target already split.
-fn resolve_target(
+fn resolve_target<'a>(
     shard: &Shard,
     req: &cairn_proto::http::Request,
-    target: cairn_proto::http::target::Target<'_>,
+    target: cairn_proto::http::target::Target<'a>,
     ids: &mut IdCache,
-) -> Result<(Target, Request), Response> {
+) -> Result<(Addressed<'a>, Request), Response> {
     let path = target.path;
-    let query = target.query.unwrap_or("").to_string();
-    let method = req.method().to_string();
     let mut segs = path.strip_prefix('/').unwrap_or(path).splitn(3, '/');
     let class = segs.next().unwrap_or("");
     let second = segs.next();
@@ -738,48 +766,79 @@ fn resolve_target(
                 Err(e) => return Err(Response::error(ErrorCode::BadRequest, &e.to_string())),
             };
             (
-                Target {
-                    class: class.into(),
+                Addressed {
+                    class,
                     id,
-                    name: None,
+                    raw_name: None,
                 },
                 parts.next(),
             )
         }
         Some(name) => {
-            let Some(name) = percent_decode(name) else {
+            let Some(id) = ids.id_from_raw_name(class, name) else {
                 return Err(Response::error(
                     ErrorCode::BadRequest,
                     "the object name has a bad percent escape",
                 ));
             };
             (
-                Target {
-                    class: class.into(),
-                    id: ids.id_from_name(class, &name),
-                    name: Some(name),
+                Addressed {
+                    class,
+                    id,
+                    raw_name: Some(name),
                 },
                 rest,
             )
         }
     };
-    let headers = req
-        .headers()
-        .map(|(k, v)| {
-            (
-                k.to_ascii_lowercase(),
-                String::from_utf8_lossy(v).into_owned(),
-            )
-        })
-        .collect();
+    let head = req.head_bytes();
     let obj_req = Request {
-        method,
-        path: rest.map(|r| format!("/{r}")).unwrap_or_default(),
-        query,
-        headers,
+        method: method_text(head, req.method()),
+        // `rest` follows a `/` in the head: the object's path is that slice.
+        path: rest.map_or_else(Text::new, |r| {
+            let (h, p) = (head.as_ptr() as usize, r.as_ptr() as usize);
+            match p.checked_sub(h + 1) {
+                Some(start) if head.get(start) == Some(&b'/') => {
+                    text_of(head, start..start + 1 + r.len())
+                }
+                _ => Text::from(format!("/{r}")),
+            }
+        }),
+        query: target
+            .query
+            .map_or_else(Text::new, |q| text_of_str(head, q)),
+        headers: Headers::from_validated_section(req.fields_bytes()),
         body: req.body.clone(),
     };
     Ok((t, obj_req))
+}
+
+/// The method as [`Text`]: a static string for the common ones (no reference
+/// count to take), else a slice of the head.
+fn method_text(head: &bytes::Bytes, method: &str) -> Text {
+    const COMMON: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"];
+    match COMMON.iter().find(|m| **m == method) {
+        Some(m) => Text::from_static(m),
+        None => text_of_str(head, method),
+    }
+}
+
+/// `s` as [`Text`]: sharing the request head `head` when it is a slice of
+/// it (always, for the parser's slices), else copied.
+fn text_of_str(head: &bytes::Bytes, s: &str) -> Text {
+    let (h, p) = (head.as_ptr() as usize, s.as_ptr() as usize);
+    if p >= h && p + s.len() <= h + head.len() {
+        text_of(head, p - h..p - h + s.len())
+    } else {
+        Text::from(s)
+    }
+}
+
+/// `head[range]`, which the parser validated as UTF-8 text, as [`Text`].
+fn text_of(head: &bytes::Bytes, range: std::ops::Range<usize>) -> Text {
+    head.get(range.clone())
+        .and_then(|_| Text::from_utf8(head.slice(range)).ok())
+        .unwrap_or_default()
 }
 
 /// `ok`, or 503 `read_only` with storage's reason once a write or fdatasync
@@ -1057,14 +1116,26 @@ mod tests {
     fn the_id_cache_answers_as_id_from_name_for_repeats_and_changes() {
         let mut ids = IdCache::default();
         for (class, name) in [
-            ("counter", &b"a"[..]),
-            ("counter", b"a"),
-            ("counter", b"b"),
-            ("kv", b"b"),
-            ("counter", b"a"),
-            ("counter", b""),
+            ("counter", "a"),
+            ("counter", "a"),
+            ("counter", "b"),
+            ("kv", "b"),
+            ("counter", "a"),
+            ("counter", ""),
         ] {
-            assert_eq!(ids.id_from_name(class, name), id_from_name(class, name));
+            assert_eq!(
+                ids.id_from_raw_name(class, name),
+                Some(id_from_name(class, name.as_bytes()))
+            );
         }
+        assert_eq!(
+            ids.id_from_raw_name("counter", "a%2Fb"),
+            Some(id_from_name("counter", b"a/b"))
+        );
+        assert_eq!(ids.id_from_raw_name("counter", "a%2"), None);
+        assert_eq!(
+            ids.id_from_raw_name("counter", "a%2Fb"),
+            Some(id_from_name("counter", b"a/b"))
+        );
     }
 }

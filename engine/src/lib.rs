@@ -37,6 +37,7 @@ pub mod context;
 pub mod datadir;
 #[cfg(feature = "test-hooks")]
 pub mod fault_disk;
+pub mod headers;
 pub mod host;
 pub mod http;
 pub mod id;
@@ -52,4 +53,5 @@ pub mod store;
 pub mod test_hooks;
 #[cfg(test)]
 mod testing;
+pub mod text;
 pub mod ws;

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::context::Context;
+pub use crate::headers::{Headers, InvalidHeader};
 pub use crate::store::LocalFuture;
+pub use crate::text::Text;
 use crate::ws::{Message, SocketId};
 
 /// A Durable Object class. One instance exists per active object; the engine
@@ -100,13 +102,15 @@ pub trait Object: 'static {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
     /// `GET`, `POST`...
-    pub method: String,
-    /// The path after the object's address, starting with `/` (or empty).
-    pub path: String,
+    pub method: Text,
+    /// The path after the object's address, starting with `/` (or empty),
+    /// still percent-encoded.
+    pub path: Text,
     /// The raw query string, without `?`.
-    pub query: String,
-    /// Header names (lowercase) and values.
-    pub headers: Vec<(String, String)>,
+    pub query: Text,
+    /// The header fields, in the order they arrived. Use
+    /// [`header`](Request::header) or [`Headers::get`] (case-insensitive).
+    pub headers: Headers,
     /// The body.
     pub body: Bytes,
 }
@@ -131,10 +135,15 @@ impl Request {
 
     /// The value of header `name` (case-insensitive), if present.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.get(name)
+    }
+
+    /// The same request with the header field `name: value` added; panics
+    /// on a field [`Headers::push`] refuses (a name that is not an HTTP
+    /// token, a value with CR, LF or NUL).
+    pub fn with_header(mut self, name: &str, value: &str) -> Request {
+        self.headers = std::mem::take(&mut self.headers).with(name, value);
+        self
     }
 
     /// True for a WebSocket upgrade request; accept it with

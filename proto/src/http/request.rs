@@ -78,6 +78,15 @@ impl Request {
         }
     }
 
+    /// The header field section as shared bytes (no copy): every field line
+    /// and the empty line that ends them, validated when the head was parsed,
+    /// so [`Fields::new`] reads it back. For a consumer that keeps the fields
+    /// beyond the request's life without copying them.
+    pub fn fields_bytes(&self) -> Bytes {
+        let start = (self.fields_start as usize).min(self.head.len());
+        self.head.slice(start..)
+    }
+
     /// The trailer fields of a chunked body, in order, as
     /// [`headers`](Self::headers) gives header fields: validated like them,
     /// but kept apart, because RFC 9110 6.5.1 forbids merging trailers into
@@ -109,9 +118,11 @@ pub struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    /// The fields of a validated field section (header or trailer fields,
-    /// up to the empty line that ends them).
-    pub(crate) fn new(section: &'a [u8]) -> Self {
+    /// The fields of a field section (header or trailer fields, up to the
+    /// empty line that ends them). Lines without a colon or with a name that
+    /// is not UTF-8 are skipped, so bytes that were never validated cannot
+    /// make it panic; validated sections ([`Request::fields_bytes`]) have none.
+    pub fn new(section: &'a [u8]) -> Self {
         Fields { rest: section }
     }
 }
