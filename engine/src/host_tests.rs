@@ -489,6 +489,61 @@ fn output_gate_holds_response_until_fdatasync() {
 }
 
 #[test]
+fn held_responses_leave_group_by_group_and_none_early() {
+    run_local(async {
+        let r = rig_with(HostConfig::default(), true).await;
+        let v = r.verdicts.as_ref().unwrap();
+        let a = send(&r.host, "a", "POST", "/incr");
+        settle().await;
+        assert_eq!(v.started(), 1, "a's write is being committed");
+        // b's write joins the next group; then c reads a's value behind a's
+        // write, held after b's response though its group is older.
+        let b = send(&r.host, "b", "POST", "/incr");
+        settle().await;
+        let c = send(&r.host, "a", "GET", "/get");
+        settle().await;
+        assert_eq!((body(&a), body(&b), body(&c)), (None, None, None));
+        assert_eq!(r.host.inner.held.len(), 3);
+        v.release();
+        settle().await;
+        assert_eq!(body(&a).as_deref(), Some("1"), "a's group is durable");
+        assert_eq!(body(&c).as_deref(), Some("1"), "so is the write c follows");
+        assert_eq!(body(&b), None, "b's group is not");
+        v.release();
+        settle().await;
+        assert_eq!(body(&b).as_deref(), Some("1"));
+        assert_eq!(r.host.inner.held.len(), 0);
+        // The queue is served again after it emptied.
+        let d = send(&r.host, "d", "POST", "/incr");
+        settle().await;
+        assert_eq!(body(&d), None);
+        v.release();
+        settle().await;
+        assert_eq!(body(&d).as_deref(), Some("1"));
+    });
+}
+
+#[test]
+fn a_failed_group_fails_its_held_responses_and_not_the_ones_before() {
+    run_local(async {
+        let r = rig_with(HostConfig::default(), true).await;
+        let v = r.verdicts.as_ref().unwrap();
+        let a = send(&r.host, "a", "POST", "/incr");
+        settle().await;
+        let b = send(&r.host, "b", "POST", "/incr");
+        settle().await;
+        v.release();
+        settle().await;
+        v.fail("injected write failure");
+        settle().await;
+        assert_eq!(body(&a).as_deref(), Some("1"));
+        let b = b.borrow().clone().unwrap();
+        assert_eq!(b.status, 503, "{b:?}");
+        assert_eq!(r.host.inner.held.len(), 0);
+    });
+}
+
+#[test]
 fn failed_flush_never_releases_response() {
     run_local(async {
         let r = rig_with(HostConfig::default(), true).await;

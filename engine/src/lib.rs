@@ -38,6 +38,7 @@ pub mod datadir;
 #[cfg(feature = "test-hooks")]
 pub mod fault_disk;
 pub mod headers;
+mod held;
 pub mod host;
 pub mod http;
 pub mod id;

@@ -285,6 +285,11 @@ impl Ticket {
             parked: RefCell::new(None),
         }))
     }
+    /// Whether `other` is this ticket or a clone of it.
+    pub(crate) fn same_group(&self, other: &Ticket) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The in-memory commit group's sequence number; later groups have larger
     /// numbers. Zero for disk tickets.
     pub fn group_seq(&self) -> u64 {
