@@ -297,9 +297,10 @@ impl<'a> Storage<'a> {
     pub fn put_many(&self, entries: &[(&[u8], &[u8])]) -> Result<(), StorageError> {
         self.check_batch(entries.len())?;
         let mut b = Batch::new();
+        let id = self.id();
         for (k, v) in entries {
             self.check_key(k)?;
-            b.put(&self.id(), &user_key(k), v);
+            b.put_owned_key(&id, user_key(k), v);
         }
         self.commit(b)
     }
@@ -426,7 +427,7 @@ impl Transaction<'_> {
         let mut b = Batch::new();
         for (k, v) in &writes {
             match v {
-                Some(v) => b.put(&id, &user_key(k), v),
+                Some(v) => b.put_owned_key(&id, user_key(k), v),
                 None => b.delete(&id, &user_key(k)),
             };
         }

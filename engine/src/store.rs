@@ -186,8 +186,12 @@ impl Batch {
     }
     /// Adds a put.
     pub fn put(&mut self, obj: &StoreObjectId, key: &[u8], value: &[u8]) -> &mut Batch {
+        self.put_owned_key(obj, key.to_vec(), value)
+    }
+    /// Adds a put of a key the caller already owns (not copied again).
+    pub fn put_owned_key(&mut self, obj: &StoreObjectId, key: Vec<u8>, value: &[u8]) -> &mut Batch {
         self.ops
-            .push(Op::Put(*obj, key.to_vec(), Bytes::copy_from_slice(value)));
+            .push(Op::Put(*obj, key, Bytes::copy_from_slice(value)));
         self
     }
     /// Adds a delete.
@@ -690,7 +694,28 @@ pub struct Store(Backend);
 #[derive(Clone)]
 enum Backend {
     Mem(MemStore),
-    Disk(cairn_storage::Store, StoreOptions),
+    Disk(cairn_storage::Store, StoreOptions, Rc<LastTicket>),
+}
+
+/// The engine ticket of the newest disk commit group, reused for every
+/// mutation that joins the same group: the mutations of a group share one
+/// promise (and one wait on storage's ticket) instead of a promise each.
+#[derive(Default)]
+struct LastTicket(RefCell<Option<(u64, Ticket)>>);
+
+impl LastTicket {
+    fn for_disk(&self, t: cairn_storage::Ticket) -> Ticket {
+        let mut last = self.0.borrow_mut();
+        match &*last {
+            Some((g, ticket)) if *g == t.group() => ticket.clone(),
+            _ => {
+                let g = t.group();
+                let ticket = Ticket::from_disk(t);
+                *last = Some((g, ticket.clone()));
+                ticket
+            }
+        }
+    }
 }
 
 fn from_disk_error(e: cairn_storage::StorageError) -> StorageError {
@@ -752,14 +777,14 @@ impl Store {
             .map_err(|e| OpenError {
                 reason: e.to_string(),
             })?;
-        Ok(Store(Backend::Disk(s, mine)))
+        Ok(Store(Backend::Disk(s, mine, Rc::default())))
     }
 
     /// The limits the store enforces.
     pub fn options(&self) -> &StoreOptions {
         match &self.0 {
             Backend::Mem(m) => m.options(),
-            Backend::Disk(_, o) => o,
+            Backend::Disk(_, o, _) => o,
         }
     }
 
@@ -771,7 +796,7 @@ impl Store {
     ) -> Result<Option<Value>, StorageError> {
         match &self.0 {
             Backend::Mem(m) => m.get(obj, key).await,
-            Backend::Disk(d, _) => d
+            Backend::Disk(d, _, _) => d
                 .get(obj, key)
                 .await
                 .map(|v| v.map(to_bytes))
@@ -787,7 +812,7 @@ impl Store {
     ) -> Result<Vec<Option<Value>>, StorageError> {
         match &self.0 {
             Backend::Mem(m) => m.get_many(obj, keys).await,
-            Backend::Disk(d, _) => d
+            Backend::Disk(d, _, _) => d
                 .get_many(obj, keys)
                 .await
                 .map(|vs| vs.into_iter().map(|v| v.map(to_bytes)).collect())
@@ -804,9 +829,9 @@ impl Store {
     ) -> Result<Ticket, StorageError> {
         match &self.0 {
             Backend::Mem(m) => m.put(obj, key, value),
-            Backend::Disk(d, _) => d
+            Backend::Disk(d, _, last) => d
                 .put(obj, key, value)
-                .map(Ticket::from_disk)
+                .map(|t| last.for_disk(t))
                 .map_err(from_disk_error),
         }
     }
@@ -815,9 +840,9 @@ impl Store {
     pub fn delete(&self, obj: &StoreObjectId, key: &[u8]) -> Result<(Ticket, bool), StorageError> {
         match &self.0 {
             Backend::Mem(m) => m.delete(obj, key),
-            Backend::Disk(d, _) => d
+            Backend::Disk(d, _, last) => d
                 .delete(obj, key)
-                .map(|(t, e)| (Ticket::from_disk(t), e))
+                .map(|(t, e)| (last.for_disk(t), e))
                 .map_err(from_disk_error),
         }
     }
@@ -826,9 +851,9 @@ impl Store {
     pub fn delete_all(&self, obj: &StoreObjectId) -> Result<Ticket, StorageError> {
         match &self.0 {
             Backend::Mem(m) => m.delete_all(obj),
-            Backend::Disk(d, _) => d
+            Backend::Disk(d, _, last) => d
                 .delete_all(obj)
-                .map(Ticket::from_disk)
+                .map(|t| last.for_disk(t))
                 .map_err(from_disk_error),
         }
     }
@@ -837,16 +862,19 @@ impl Store {
     pub fn commit(&self, batch: Batch) -> Result<Ticket, StorageError> {
         match &self.0 {
             Backend::Mem(m) => m.commit(batch),
-            Backend::Disk(d, _) => {
+            Backend::Disk(d, _, last) => {
+                // Keys and values move into storage's batch, not copied.
                 let mut b = cairn_storage::Batch::new();
-                for op in &batch.ops {
+                for op in batch.ops {
                     match op {
-                        Op::Put(o, k, v) => b.put(o, k, v),
-                        Op::Delete(o, k) => b.delete(o, k),
-                        Op::DeleteAll(o) => b.delete_all(o),
+                        Op::Put(o, k, v) => b.put_owned(&o, k, v.into()),
+                        Op::Delete(o, k) => b.delete_owned(&o, k),
+                        Op::DeleteAll(o) => b.delete_all(&o),
                     };
                 }
-                d.commit(b).map(Ticket::from_disk).map_err(from_disk_error)
+                d.commit(b)
+                    .map(|t| last.for_disk(t))
+                    .map_err(from_disk_error)
             }
         }
     }
@@ -859,7 +887,7 @@ impl Store {
     ) -> Result<Vec<(Vec<u8>, Value)>, StorageError> {
         match &self.0 {
             Backend::Mem(m) => m.list(obj, opts).await,
-            Backend::Disk(d, _) => d
+            Backend::Disk(d, _, _) => d
                 .list(obj, opts)
                 .await
                 .map(|es| es.into_iter().map(|(k, v)| (k, to_bytes(v))).collect())
@@ -871,7 +899,7 @@ impl Store {
     pub fn objects(&self, after: Option<&StoreObjectId>, limit: usize) -> Vec<StoreObjectId> {
         match &self.0 {
             Backend::Mem(m) => m.objects(after, limit),
-            Backend::Disk(d, _) => d.objects(after, limit),
+            Backend::Disk(d, _, _) => d.objects(after, limit),
         }
     }
 
@@ -879,7 +907,7 @@ impl Store {
     pub async fn sync(&self) -> Result<(), StorageError> {
         match &self.0 {
             Backend::Mem(m) => m.sync().await,
-            Backend::Disk(d, _) => d.sync().await.map_err(from_disk_error),
+            Backend::Disk(d, _, _) => d.sync().await.map_err(from_disk_error),
         }
     }
 
@@ -887,7 +915,7 @@ impl Store {
     pub async fn close(self) -> Result<(), StorageError> {
         match self.0 {
             Backend::Mem(m) => m.sync().await,
-            Backend::Disk(d, _) => d.close().await.map_err(from_disk_error),
+            Backend::Disk(d, _, _) => d.close().await.map_err(from_disk_error),
         }
     }
 
@@ -896,7 +924,7 @@ impl Store {
     pub fn index_bytes(&self) -> u64 {
         match &self.0 {
             Backend::Mem(_) => 0,
-            Backend::Disk(d, _) => d.index_bytes(),
+            Backend::Disk(d, _, _) => d.index_bytes(),
         }
     }
 
@@ -904,7 +932,7 @@ impl Store {
     pub fn stats(&self) -> StoreStats {
         match &self.0 {
             Backend::Mem(m) => m.stats(),
-            Backend::Disk(d, _) => {
+            Backend::Disk(d, _, _) => {
                 let s = d.stats();
                 StoreStats {
                     commits: s.groups,
@@ -1091,6 +1119,28 @@ mod tests {
             assert!(t.is_durable());
             // A later waiter takes the parked wait over and resolves.
             t.durable().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn disk_writes_of_one_group_share_one_ticket_and_the_next_group_gets_its_own() {
+        run_local(async {
+            let disk = Rc::new(cairn_storage::MemDisk::new());
+            let s = Store::open_on(disk, cairn_storage::StoreOptions::default())
+                .await
+                .unwrap();
+            let t1 = s.put(&A, b"a", b"1").unwrap();
+            let (t2, _) = s.delete(&A, b"b").unwrap();
+            assert!(t1.same_group(&t2), "no suspension between them: one group");
+            t2.durable().await.unwrap();
+            assert!(t1.is_durable());
+            let t3 = s.put(&A, b"a", b"2").unwrap();
+            assert!(
+                !t3.same_group(&t1),
+                "a new group after the first is durable"
+            );
+            t3.durable().await.unwrap();
+            assert_eq!(s.get(&A, b"a").await.unwrap().as_deref(), Some(&b"2"[..]));
         });
     }
 

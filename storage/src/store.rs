@@ -177,6 +177,12 @@ impl std::fmt::Debug for Ticket {
 }
 
 impl Ticket {
+    /// The commit group's number: groups become durable in increasing order,
+    /// and every mutation of one group has the same number.
+    pub fn group(&self) -> u64 {
+        self.group
+    }
+
     /// True once the group holding this mutation has been fdatasynced.
     pub fn is_durable(&self) -> bool {
         self.inner.state.borrow().durable_group >= self.group
@@ -223,6 +229,28 @@ impl Batch {
             code: OP_PUT,
             key: key.to_vec(),
             value: value.to_vec(),
+        });
+        self
+    }
+
+    /// Adds a put of a key and value the caller already owns (no copy).
+    pub fn put_owned(&mut self, obj: &ObjectId, key: Vec<u8>, value: Vec<u8>) -> &mut Self {
+        self.ops.push(Op {
+            obj: *obj,
+            code: OP_PUT,
+            key,
+            value,
+        });
+        self
+    }
+
+    /// Adds a delete of one key the caller already owns (no copy).
+    pub fn delete_owned(&mut self, obj: &ObjectId, key: Vec<u8>) -> &mut Self {
+        self.ops.push(Op {
+            obj: *obj,
+            code: OP_DELETE,
+            key,
+            value: Vec::new(),
         });
         self
     }

@@ -57,6 +57,29 @@ fn delete_reports_whether_the_key_existed() {
 }
 
 #[test]
+fn owned_batch_ops_apply_like_borrowed_ones_and_share_a_group() {
+    run(|| async {
+        let s = open_mem(&MemDisk::new(), small_opts()).await;
+        let _ = s.put(&obj(1), b"gone", b"x").unwrap();
+        let mut b = Batch::new();
+        b.put_owned(&obj(1), b"a".to_vec(), b"1".to_vec())
+            .delete_owned(&obj(1), b"gone".to_vec());
+        let t1 = s.commit(b).unwrap();
+        let t2 = s.put(&obj(2), b"b", b"2").unwrap();
+        assert_eq!(t1.group(), t2.group(), "no await between them: one group");
+        t2.durable().await.unwrap();
+        assert!(t1.is_durable());
+        assert_eq!(&*s.get(&obj(1), b"a").await.unwrap().unwrap(), b"1");
+        assert!(s.get(&obj(1), b"gone").await.unwrap().is_none());
+        let t3 = s.put(&obj(1), b"a", b"3").unwrap();
+        assert!(
+            t3.group() > t1.group(),
+            "groups are numbered in commit order"
+        );
+    });
+}
+
+#[test]
 fn delete_all_removes_every_key_of_one_object_only() {
     run(|| async {
         let disk = MemDisk::new();
