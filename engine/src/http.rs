@@ -38,6 +38,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use cairn_proto::http::target::find_byte;
 use cairn_proto::http::{
     ConnState, DateCache, Limits, RequestDecoder, ResponseWriter, write_continue,
 };
@@ -311,9 +312,10 @@ async fn connection(mut stream: TcpStream, shard: Shard, readiness: &Readiness) 
     // extend it.
     let mut phase = (dec.state(), Instant::now());
     // Clock readings are a measurable share of a request's CPU time, so they
-    // are shared: `now` is the latest reading (taken after each read, before
-    // each batch of responses and after its write), and the Date header's
-    // wall clock is read at most every `DATE_REFRESH`.
+    // are shared: `now` is the latest reading (after each read, the drain
+    // pass's that reported the bytes; before each batch of responses; after
+    // a write that waited), and the Date header's wall clock is read at most
+    // every `DATE_REFRESH`.
     let mut now = phase.1;
     let mut date_read_at = now;
     let mut label_cache: Option<Rc<str>> = None;
@@ -459,7 +461,9 @@ async fn connection(mut stream: TcpStream, shard: Shard, readiness: &Readiness) 
             }
             return;
         }
-        now = Instant::now();
+        // When the drain saw the bytes (one clock reading per pass, shared
+        // by the connections it woke): a request's latency runs from there.
+        now = reg.seen_at();
         if phase.0 == ConnState::Idle && buf.is_empty() {
             // The first byte of a request: its head deadline starts now.
             phase.1 = now;
@@ -741,10 +745,16 @@ fn resolve_target<'a>(
     ids: &mut IdCache,
 ) -> Result<(Addressed<'a>, Request), Response> {
     let path = target.path;
-    let mut segs = path.strip_prefix('/').unwrap_or(path).splitn(3, '/');
-    let class = segs.next().unwrap_or("");
-    let second = segs.next();
-    let rest = segs.next();
+    // `/{class}/{second}/{rest}`, split on bytes (see `find_byte`).
+    let slash = |s: &'a str| match find_byte(s, b'/') {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let (class, after) = slash(path.strip_prefix('/').unwrap_or(path));
+    let (second, rest) = match after.map(slash) {
+        Some((second, rest)) => (Some(second), rest),
+        None => (None, None),
+    };
     if class.is_empty() || shard.host.classes().get(class).is_none() {
         return Err(Response::error(
             ErrorCode::NotFound,
@@ -759,8 +769,7 @@ fn resolve_target<'a>(
             ));
         }
         Some("id") => {
-            let mut parts = rest.unwrap_or("").splitn(2, '/');
-            let hex = parts.next().unwrap_or("");
+            let (hex, rest) = slash(rest.unwrap_or(""));
             let id = match id_from_string(hex) {
                 Ok(id) => id,
                 Err(e) => return Err(Response::error(ErrorCode::BadRequest, &e.to_string())),
@@ -771,7 +780,7 @@ fn resolve_target<'a>(
                     id,
                     raw_name: None,
                 },
-                parts.next(),
+                rest,
             )
         }
         Some(name) => {

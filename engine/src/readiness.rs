@@ -48,6 +48,9 @@ struct Slot {
     hup: Cell<bool>,
     expired: Cell<bool>,
     deadline: Cell<Option<Instant>>,
+    /// When the drain last reported the descriptor ready (its pass's clock
+    /// reading), until the reader takes it.
+    seen: Cell<Option<Instant>>,
     waker: RefCell<Option<Waker>>,
 }
 
@@ -104,6 +107,7 @@ impl Readiness {
             hup: Cell::new(false),
             expired: Cell::new(false),
             deadline: Cell::new(None),
+            seen: Cell::new(None),
             waker: RefCell::new(None),
         });
         let index = {
@@ -137,6 +141,7 @@ impl Readiness {
             index,
             fd,
             slot,
+            seen: Cell::new(None),
         };
         if rc < 0 {
             return Err(io::Error::last_os_error());
@@ -151,6 +156,8 @@ pub struct Registration {
     index: usize,
     fd: RawFd,
     slot: Rc<Slot>,
+    /// The drain's report time behind the last successful read, if any.
+    seen: Cell<Option<Instant>>,
 }
 
 impl Registration {
@@ -163,6 +170,7 @@ impl Registration {
         slot.expired.set(false);
         loop {
             if slot.ready.replace(false) {
+                let seen = slot.seen.take();
                 // SAFETY: `buf` is valid for `buf.len()` writable bytes and
                 // MSG_DONTWAIT keeps the call from blocking the shard.
                 let n = unsafe {
@@ -182,6 +190,7 @@ impl Registration {
                         slot.ready.set(true);
                     }
                     slot.deadline.set(None);
+                    self.seen.set(seen);
                     return Ok(n);
                 }
                 let e = io::Error::last_os_error();
@@ -213,6 +222,16 @@ impl Registration {
             })
             .await;
         }
+    }
+}
+
+impl Registration {
+    /// When the bytes of the last read were known to be there: the clock
+    /// reading of the drain pass that reported them (taken once per pass,
+    /// not once per connection), or now if no pass reported them (a new
+    /// connection's first read, a read after a full buffer).
+    pub fn seen_at(&self) -> Instant {
+        self.seen.get().unwrap_or_else(Instant::now)
     }
 }
 
@@ -259,6 +278,7 @@ async fn drain(inner: std::rc::Weak<Inner>) {
             }
             continue;
         }
+        let now = Instant::now();
         for e in &events[..n as usize] {
             // A slot freed and reused since the event was queued gets a
             // spurious wake-up: its reader finds nothing and waits again.
@@ -269,6 +289,7 @@ async fn drain(inner: std::rc::Weak<Inner>) {
                     s.hup.set(true);
                 }
                 s.ready.set(true);
+                s.seen.set(Some(now));
                 s.wake();
             }
         }
@@ -341,6 +362,38 @@ mod tests {
             assert_eq!(&buf[..5], b"again");
             drop(writer.join().unwrap());
             assert_eq!(reg.read(&mut buf, far).await.unwrap(), 0, "end of stream");
+        });
+    }
+
+    #[test]
+    fn a_read_is_stamped_with_the_pass_that_saw_its_bytes() {
+        run_local(async {
+            let r = Readiness::start(Duration::from_millis(10)).unwrap();
+            let (mut client, server) = pair();
+            let reg = r.register(server.as_raw_fd()).unwrap();
+            let far = Instant::now() + Duration::from_secs(30);
+            let mut buf = [0u8; 64];
+            // The first read follows no drain pass: it is stamped now.
+            let before = Instant::now();
+            client.write_all(b"a").unwrap();
+            assert_eq!(reg.read(&mut buf, far).await.unwrap(), 1);
+            assert!(reg.seen_at() >= before);
+            // Bytes that arrive while the reader waits are reported by a pass,
+            // after they were written and before the read returned.
+            let writer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                let sent = Instant::now();
+                client.write_all(b"b").unwrap();
+                (client, sent)
+            });
+            assert_eq!(reg.read(&mut buf, far).await.unwrap(), 1);
+            let read_at = Instant::now();
+            let (_client, sent) = writer.join().unwrap();
+            let seen = reg.seen_at();
+            assert!(
+                sent <= seen && seen <= read_at,
+                "{sent:?} {seen:?} {read_at:?}"
+            );
         });
     }
 
