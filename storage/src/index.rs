@@ -78,6 +78,15 @@ impl Value {
         }
     }
 
+    /// [`Value::loaded`] from borrowed bytes: one allocation (the `Rc`
+    /// block), where a `Vec` first would be two and a copy.
+    pub(crate) fn loaded_from(bytes: &[u8], seg: u32) -> Value {
+        Value {
+            backing: Backing::Plain(Rc::from(bytes), seg),
+            range: 0..bytes.len(),
+        }
+    }
+
     /// The segment holding this value, or `SEG_PENDING`.
     pub(crate) fn seg(&self) -> u32 {
         match &self.backing {
@@ -289,7 +298,7 @@ fn packable<'a>(key: &[u8], loc: &'a Loc) -> Option<(u32, &'a [u8])> {
 
 /// The location a packed entry stands for: its bytes, copied, in segment `seg`.
 fn unpacked(seg: u32, value: &[u8]) -> Loc {
-    Loc::Mem(Value::loaded(value.to_vec(), seg))
+    Loc::Mem(Value::loaded_from(value, seg))
 }
 
 /// Bytes one packed entry takes: key length (1), key, segment (4), value length (1), value.
