@@ -968,7 +968,7 @@ impl State {
                     }
                     l => l.to_loc(),
                 };
-                entries.push((*obj, k.to_vec(), loc));
+                entries.push((obj.0, k.to_vec(), loc));
             }
         }
         checkpoint::Checkpoint {
@@ -985,7 +985,7 @@ impl State {
     }
 
     fn list_locs(&self, obj: &ObjectId, o: &ListOptions) -> Vec<(Vec<u8>, Loc)> {
-        let Some(map) = self.index.objects.get(obj) else {
+        let Some(map) = self.index.objects.get(&crate::index::IdKey(*obj)) else {
             return Vec::new();
         };
         let mut lower: Bound<Vec<u8>> = Bound::Unbounded;
@@ -1350,7 +1350,7 @@ pub(crate) mod internal {
         for (obj, map) in &st.index.objects {
             for (k, l) in map.iter() {
                 if l.seg() == seg {
-                    out.push((*obj, k.to_vec(), l.to_loc()));
+                    out.push((obj.0, k.to_vec(), l.to_loc()));
                 }
             }
         }
