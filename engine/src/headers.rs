@@ -89,7 +89,8 @@ impl Headers {
         self.iter().next().is_none()
     }
 
-    /// Appends the field `name: value` (after any already there).
+    /// Appends the field `name: value` (after any already there). The value
+    /// reads back without the spaces and tabs around it, as a received one.
     pub fn push(&mut self, name: &str, value: &str) -> Result<(), InvalidHeader> {
         let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
         let value_ok = !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0));

@@ -474,7 +474,9 @@ async fn connection(mut stream: TcpStream, shard: Shard, readiness: &Readiness) 
         }
         // When the drain saw the bytes (one clock reading per pass, shared
         // by the connections it woke): a request's latency runs from there.
-        now = reg.seen_at();
+        // Never earlier than the last reading: a stamp from while the
+        // connection was busy would move its deadlines into the past.
+        now = reg.seen_at().max(now);
         if phase.0 == ConnState::Idle && buf.is_empty() {
             // The first byte of a request: its head deadline starts now.
             phase.1 = now;

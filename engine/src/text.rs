@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 /// An immutable UTF-8 string that shares its bytes (a slice of the request
 /// head it came from, a static string, or its own copy). Cheap to clone.
-#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Text(Bytes);
 
 impl Text {
@@ -49,6 +49,14 @@ impl Text {
     /// The bytes, shared.
     pub fn as_bytes_shared(&self) -> &Bytes {
         &self.0
+    }
+}
+
+/// Hashed as the `str` it holds (not as `Bytes`, which hashes like `[u8]`),
+/// as `Borrow<str>` requires: a `HashMap<Text, _>` is looked up by `&str`.
+impl std::hash::Hash for Text {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 
@@ -164,6 +172,16 @@ mod tests {
         assert_eq!(format!("{t} {t:?}"), "/keys \"/keys\"");
         assert_eq!(Text::from_static("GET"), Text::from(String::from("GET")));
         assert!(Text::new().is_empty());
+    }
+
+    #[test]
+    fn a_map_keyed_by_text_is_found_by_str() {
+        let mut m = std::collections::HashMap::new();
+        m.insert(Text::from("a"), 1);
+        assert_eq!(m.get("a"), Some(&1));
+        let set: std::collections::BTreeSet<Text> =
+            ["b", "a"].into_iter().map(Text::from).collect();
+        assert!(set.contains("a"));
     }
 
     #[test]
