@@ -651,6 +651,7 @@ async fn run_shard(
         segment_bytes: config.segment_bytes,
         ..cairn_storage::StoreOptions::default()
     };
+    let opened = std::time::Instant::now();
     let store = match Store::open_disk(&dir, opts).await {
         Ok(s) => s,
         Err(e) => {
@@ -679,8 +680,15 @@ async fn run_shard(
     };
     let host = ObjectHost::new(host_cfg, classes, store, system_clock());
     host.recover_alarms().await;
-
+    // Start-up milestones on stderr: how long recovery took, and where a
+    // shard that never serves stopped (an open bug: docs/RELIABILITY.md, "A
+    // restart that never becomes healthy").
+    eprintln!(
+        "cairn: shard {shard_id}: storage recovered and alarms re-armed in {} ms; connecting to the other shards",
+        opened.elapsed().as_millis()
+    );
     let (router, receivers) = connect_mesh(boxes, config.shards, &stopping).await;
+    eprintln!("cairn: shard {shard_id}: connected; serving");
     host.set_forwarder(router.clone());
     for (peer, rx) in receivers {
         let (host, router) = (host.clone(), router.clone());
