@@ -129,28 +129,17 @@ impl Object for Counter {
 /// `200 {"value":N}`, written without the formatting machinery: it answers
 /// every counter request.
 fn value_response(v: i64) -> Response {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = v.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
     let mut body = Vec::with_capacity(32);
     body.extend_from_slice(br#"{"value":"#);
     if v < 0 {
         body.push(b'-');
     }
-    body.extend_from_slice(&digits[at..]);
+    cairn_proto::http::put_decimal(&mut body, v.unsigned_abs());
     body.push(b'}');
-    let mut r = Response::new(200, body.into_boxed_slice());
-    r.headers
-        .push(("content-type".into(), "application/json".into()));
-    r
+    Response::json(
+        200,
+        String::from_utf8(body).expect("INVARIANT: ASCII digits and punctuation"),
+    )
 }
 
 /// A key-value map over the object's storage.

@@ -15,7 +15,7 @@
 use std::fmt;
 
 use bytes::{Bytes, BytesMut};
-use cairn_proto::http::Fields;
+use cairn_proto::http::{Fields, is_tchar};
 
 /// Header fields in the order they arrived. Names keep the case they were
 /// sent in; [`get`](Headers::get) compares them case-insensitively.
@@ -92,9 +92,8 @@ impl Headers {
     /// Appends the field `name: value` (after any already there). The value
     /// reads back without the spaces and tabs around it, as a received one.
     pub fn push(&mut self, name: &str, value: &str) -> Result<(), InvalidHeader> {
-        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
         let value_ok = !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0));
-        if name.is_empty() || !name.bytes().all(token) || !value_ok {
+        if name.is_empty() || !name.bytes().all(is_tchar) || !value_ok {
             return Err(InvalidHeader {
                 name: name.to_string(),
             });

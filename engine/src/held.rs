@@ -21,7 +21,7 @@ use std::rc::{Rc, Weak};
 use std::task::{Poll, Waker};
 
 use crate::host::{HostInner, Reply};
-use crate::object::{ErrorCode, Response};
+use crate::object::Response;
 use crate::store::{CommitError, Ticket};
 
 /// One held response.
@@ -121,12 +121,7 @@ fn release_settled(host: &Rc<HostInner>, awaited: &Ticket, outcome: Result<(), C
     for e in ready {
         match (&outcome, e.ticket.is_durable()) {
             (_, true) | (Ok(()), false) => (e.reply)(e.resp),
-            (Err(err), false) => {
-                host.metrics.borrow_mut().storage_failures += 1;
-                let reason = err.to_string();
-                let code = ErrorCode::for_storage_failure(&reason);
-                (e.reply)(Response::error(code, &reason));
-            }
+            (Err(err), false) => (e.reply)(host.storage_failure(err)),
         }
     }
 }

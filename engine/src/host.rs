@@ -539,14 +539,7 @@ impl ObjectHost {
             upgrade: None,
         };
         if let Err(ev) = HostInner::push_event(this, &active, ev) {
-            let Event::Fetch { reply, .. } = ev else {
-                unreachable!("we sent a fetch")
-            };
-            this.metrics.borrow_mut().overloaded += 1;
-            reply(Response::error(
-                ErrorCode::Overloaded,
-                "the object's queue is full; retry later",
-            ));
+            HostInner::refuse_overloaded(this, ev);
         }
     }
 
@@ -951,15 +944,28 @@ impl HostInner {
             upgrade: None,
         };
         if let Err(ev) = Self::enqueue(this, target, ev) {
-            let Event::Fetch { reply, .. } = *ev else {
-                unreachable!("we sent a fetch")
-            };
-            this.metrics.borrow_mut().overloaded += 1;
-            reply(Response::error(
-                ErrorCode::Overloaded,
-                "the object's queue is full; retry later",
-            ));
+            Self::refuse_overloaded(this, *ev);
         }
+    }
+
+    /// Answers a fetch its object's full queue gave back: 503 `overloaded`.
+    fn refuse_overloaded(this: &Rc<HostInner>, ev: Event) {
+        let Event::Fetch { reply, .. } = ev else {
+            unreachable!("only fetches are refused at the queue")
+        };
+        this.metrics.borrow_mut().overloaded += 1;
+        reply(Response::error(
+            ErrorCode::Overloaded,
+            "the object's queue is full; retry later",
+        ));
+    }
+
+    /// The answer for a response whose write failed to become durable
+    /// (503 `storage_failed`, or 507 on a full disk), counted in metrics.
+    pub(crate) fn storage_failure(&self, e: &crate::store::CommitError) -> Response {
+        self.metrics.borrow_mut().storage_failures += 1;
+        let reason = e.to_string();
+        Response::error(ErrorCode::for_storage_failure(&reason), &reason)
     }
 
     /// Delivers a WebSocket upgrade to a local object; the socket `socket`
@@ -986,14 +992,7 @@ impl HostInner {
             upgrade: Some(socket),
         };
         if let Err(ev) = Self::enqueue(this, target, ev) {
-            let Event::Fetch { reply, .. } = *ev else {
-                unreachable!("we sent a fetch")
-            };
-            this.metrics.borrow_mut().overloaded += 1;
-            reply(Response::error(
-                ErrorCode::Overloaded,
-                "the object's queue is full; retry later",
-            ));
+            Self::refuse_overloaded(this, *ev);
         }
     }
 
@@ -1447,12 +1446,7 @@ fn output_gate(host: &Rc<HostInner>, ctx: &Context, resp: Response, reply: Reply
             glommio::spawn_local(async move {
                 match t.durable().await {
                     Ok(()) => reply(resp),
-                    Err(e) => {
-                        host.metrics.borrow_mut().storage_failures += 1;
-                        let reason = e.to_string();
-                        let code = ErrorCode::for_storage_failure(&reason);
-                        reply(Response::error(code, &reason));
-                    }
+                    Err(e) => reply(host.storage_failure(&e)),
                 }
             })
             .detach();

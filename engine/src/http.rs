@@ -817,14 +817,9 @@ fn resolve_target<'a>(
     let obj_req = Request {
         method: method_text(head, req.method()),
         // `rest` follows a `/` in the head: the object's path is that slice.
-        path: rest.map_or_else(Text::new, |r| {
-            let (h, p) = (head.as_ptr() as usize, r.as_ptr() as usize);
-            match p.checked_sub(h + 1) {
-                Some(start) if head.get(start) == Some(&b'/') => {
-                    text_of(head, start..start + 1 + r.len())
-                }
-                _ => Text::from(format!("/{r}")),
-            }
+        path: rest.map_or_else(Text::new, |r| match offset_in(head, r) {
+            Some(i) if i > 0 && head[i - 1] == b'/' => text_of(head, i - 1..i + r.len()),
+            _ => Text::from(format!("/{r}")),
         }),
         query: target
             .query
@@ -848,19 +843,18 @@ fn method_text(head: &bytes::Bytes, method: &str) -> Text {
 /// `s` as [`Text`]: sharing the request head `head` when it is a slice of
 /// it (always, for the parser's slices), else copied.
 fn text_of_str(head: &bytes::Bytes, s: &str) -> Text {
-    let (h, p) = (head.as_ptr() as usize, s.as_ptr() as usize);
-    if p >= h && p + s.len() <= h + head.len() {
-        text_of(head, p - h..p - h + s.len())
-    } else {
-        Text::from(s)
-    }
+    offset_in(head, s).map_or_else(|| Text::from(s), |i| text_of(head, i..i + s.len()))
 }
 
-/// `head[range]`, which the parser validated as UTF-8 text, as [`Text`].
+/// Where `s` starts in `head`, if it is a slice of it.
+fn offset_in(head: &[u8], s: &str) -> Option<usize> {
+    let (h, p) = (head.as_ptr() as usize, s.as_ptr() as usize);
+    (p >= h && p + s.len() <= h + head.len()).then(|| p - h)
+}
+
+/// `head[range]` (in bounds, and text the parser validated) as [`Text`].
 fn text_of(head: &bytes::Bytes, range: std::ops::Range<usize>) -> Text {
-    head.get(range.clone())
-        .and_then(|_| Text::from_utf8(head.slice(range)).ok())
-        .unwrap_or_default()
+    Text::from_utf8(head.slice(range)).unwrap_or_default()
 }
 
 /// `ok`, or 503 `read_only` with storage's reason once a write or fdatasync

@@ -1072,6 +1072,14 @@ mod tests {
 
     const A: StoreObjectId = [1; 32];
 
+    /// The disk backend over an in-memory disk.
+    async fn open_on_mem_disk() -> Store {
+        let disk = Rc::new(cairn_storage::MemDisk::new());
+        Store::open_on(disk, cairn_storage::StoreOptions::default())
+            .await
+            .unwrap()
+    }
+
     async fn open_scripted() -> (Store, CommitVerdicts) {
         let (path, verdicts) = ScriptedCommits::new();
         (
@@ -1095,10 +1103,7 @@ mod tests {
     #[test]
     fn a_disk_ticket_whose_waiter_was_dropped_still_reports_durability() {
         run_local(async {
-            let disk = Rc::new(cairn_storage::MemDisk::new());
-            let s = Store::open_on(disk, cairn_storage::StoreOptions::default())
-                .await
-                .unwrap();
+            let s = open_on_mem_disk().await;
             let t = s.put(&A, b"k", b"v").unwrap();
             // A waiter polled once and dropped (a closed socket's writer, a
             // cancelled request) takes the storage wait and parks it.
@@ -1125,10 +1130,7 @@ mod tests {
     #[test]
     fn disk_writes_of_one_group_share_one_ticket_and_the_next_group_gets_its_own() {
         run_local(async {
-            let disk = Rc::new(cairn_storage::MemDisk::new());
-            let s = Store::open_on(disk, cairn_storage::StoreOptions::default())
-                .await
-                .unwrap();
+            let s = open_on_mem_disk().await;
             let t1 = s.put(&A, b"a", b"1").unwrap();
             let (t2, _) = s.delete(&A, b"b").unwrap();
             assert!(t1.same_group(&t2), "no suspension between them: one group");

@@ -35,6 +35,8 @@ pub use head::{BodyKind, RequestHead, Version, parse_request_head};
 pub use limits::Limits;
 pub use request::{Fields, Request};
 pub use response::{
-    ChunkedWriter, DateCache, InvalidField, ResponseWriter, reason_phrase, write_continue,
+    ChunkedWriter, DateCache, InvalidField, ResponseWriter, put_decimal, reason_phrase,
+    write_continue,
 };
+pub use syntax::is_tchar;
 pub use target::{BadPercentEncoding, Target, percent_decode, query_pairs};

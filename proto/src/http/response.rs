@@ -157,7 +157,7 @@ pub(crate) fn check_field(name: &str, value: &[u8]) -> Result<(), InvalidField> 
 }
 
 /// Appends the decimal form of `n` without allocating.
-pub(crate) fn put_decimal(out: &mut Vec<u8>, mut n: u64) {
+pub fn put_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {

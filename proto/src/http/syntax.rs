@@ -1,7 +1,7 @@
 //! Byte classes and small helpers from RFC 9110's ABNF, shared by the parsers.
 
 /// `tchar` from RFC 9110 5.6.2: the bytes a token (method, field name) may hold.
-pub(crate) fn is_tchar(b: u8) -> bool {
+pub fn is_tchar(b: u8) -> bool {
     TCHAR[usize::from(b)]
 }
 
