@@ -393,46 +393,6 @@ impl ServerHandle {
     }
 }
 
-/// Keeps the executor it runs on awake while the mailbox mesh connects.
-///
-/// glommio 0.9's `shared_channel` connect only records this side's executor
-/// in the channel and then waits for the peer's; it never wakes the peer.
-/// A waiting side re-checks only when its own executor loops, so an executor
-/// that went to sleep (no timer, no I/O) before its peer connected slept for
-/// good: seen as a shard that never bound its listener (and an `EngineClient`
-/// gateway that never came up) after a restart under load. A short timer
-/// loop makes every executor re-check until its side of the mesh is up.
-///
-/// Unconfirmed: a later read of glommio found that a pending connect wakes
-/// itself on every reactor turn and so busy-polls rather than sleeps, and a
-/// stress test of connects and restarts did not hang without this ticker
-/// (vendor/glommio/CAIRN-PATCH.md, "Known: missed wake-ups"). Kept until the
-/// hang it was added for is explained.
-struct ConnectTicker(Rc<Cell<bool>>);
-
-/// How often an executor re-checks the mesh while connecting it.
-const CONNECT_TICK_MS: u64 = 2;
-
-impl ConnectTicker {
-    fn start() -> ConnectTicker {
-        let connecting = Rc::new(Cell::new(true));
-        let flag = connecting.clone();
-        glommio::spawn_local(async move {
-            while flag.get() {
-                glommio::timer::sleep(Duration::from_millis(CONNECT_TICK_MS)).await;
-            }
-        })
-        .detach();
-        ConnectTicker(connecting)
-    }
-}
-
-impl Drop for ConnectTicker {
-    fn drop(&mut self) {
-        self.0.set(false);
-    }
-}
-
 /// How often a shard checks the stop flag. Not on the request path.
 const STOP_POLL_MS: u64 = 20;
 
@@ -502,14 +462,14 @@ pub fn start(
 ///
 /// Connecting a sender waits for its receiver to connect on the peer, so
 /// every receiver connects in its own task first; connecting in sequence
-/// would deadlock the mesh. The ticker keeps this executor polling until the
-/// mesh is connected (see [`ConnectTicker`]).
+/// would deadlock the mesh. A pending connect re-polls on every reactor turn
+/// (glommio does not wake the peer), so this executor busy-polls until its
+/// peers are up.
 async fn connect_mesh(
     boxes: ForeignMailboxes,
     shards: u32,
     stopping: &Arc<AtomicBool>,
 ) -> (Rc<MailboxRouter>, Vec<(usize, ConnectedReceiver<Mail>)>) {
-    let ticker = ConnectTicker::start();
     let receivers: Vec<_> = boxes
         .from
         .into_iter()
@@ -536,7 +496,6 @@ async fn connect_mesh(
     for (peer, rx) in receivers {
         connected.push((peer, rx.await));
     }
-    drop(ticker);
     (router, connected)
 }
 
@@ -567,21 +526,6 @@ async fn run_gateway(
         })
         .detach();
     }
-    // The gateway waits for calls in glommio's blocking-thread pool. That
-    // pool's answer can reach an executor that has just gone to sleep
-    // without waking it (seen after load runs: the gateway slept through
-    // SIGTERM and `cairn` never exited), and an executor only collects the
-    // pool's answers when it loops. This timer makes it loop at least every
-    // GATEWAY_POLL_MS, so a missed wake-up costs that much, not forever.
-    // (Not reproduced since: see vendor/glommio/CAIRN-PATCH.md, "Known:
-    // missed wake-ups"; kept until the hang is explained.)
-    let awake = stopping.clone();
-    glommio::spawn_local(async move {
-        while !awake.load(Ordering::Acquire) {
-            glommio::timer::sleep(Duration::from_millis(GATEWAY_POLL_MS)).await;
-        }
-    })
-    .detach();
     let mut calls = calls;
     loop {
         let (back, got) = glommio::executor()
@@ -680,9 +624,9 @@ async fn run_shard(
     };
     let host = ObjectHost::new(host_cfg, classes, store, system_clock());
     host.recover_alarms().await;
-    // Start-up milestones on stderr: how long recovery took, and where a
-    // shard that never serves stopped (an open bug: docs/RELIABILITY.md, "A
-    // restart that never becomes healthy").
+    // Start-up milestones on stderr: how long recovery took, and whether a
+    // shard that does not serve stopped before or after the mesh (how the
+    // start-up hang of docs/RELIABILITY.md was located).
     eprintln!(
         "cairn: shard {shard_id}: storage recovered and alarms re-armed in {} ms; connecting to the other shards",
         opened.elapsed().as_millis()

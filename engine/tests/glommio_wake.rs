@@ -353,3 +353,29 @@ fn a_panicking_blocking_closure_fails_its_caller_instead_of_hanging() {
     assert_eq!(message, "a blocking closure panicked on purpose");
     assert_eq!(next, 7);
 }
+
+/// A task woken by its timer must run even when a preemption timer fires
+/// between the reactor's poll and the first task. glommio's run loop used to
+/// take "preempted before running anything" for "nothing to run" and park
+/// with the woken task still queued and no timer armed: asleep for good on
+/// an executor with no sockets (a shard waiting for its peers at start-up,
+/// or an idle one waiting for SIGTERM). A short preemption timer makes the
+/// race likely: without the fix (vendor/glommio/CAIRN-PATCH.md, item 9)
+/// this hangs within the first rounds.
+#[test]
+fn a_timer_loop_survives_preemption_timers_firing_between_poll_and_run() {
+    let done = Arc::new(AtomicUsize::new(0));
+    let progress = done.clone();
+    let ex = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("wake-preempt")
+        .preempt_timer(Duration::from_micros(10))
+        .spawn(move || async move {
+            for i in 0..rounds() {
+                glommio::timer::sleep(Duration::from_micros(100)).await;
+                progress.store(i + 1, Ordering::Release);
+            }
+        })
+        .expect("executor");
+    watch("timer loop with short preemption timers", &[done]);
+    ex.join().expect("executor thread");
+}

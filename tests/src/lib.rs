@@ -27,6 +27,20 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where a started server's stderr goes: a pipe (read back when it fails to
+/// start), or, with `CAIRN_TEST_SERVER_LOG=<file>`, appended to that file, so
+/// long soaks keep every server's start-up lines and warnings.
+fn server_stderr() -> Stdio {
+    let Some(path) = std::env::var_os("CAIRN_TEST_SERVER_LOG") else {
+        return Stdio::piped();
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_or_else(|_| Stdio::piped(), Stdio::from)
+}
+
 /// The path of the `cairn` binary, built once per test process (a release
 /// build if `CAIRN_TEST_RELEASE=1`, for measurements such as
 /// `scripts/memory-1m.sh --release`).
@@ -121,7 +135,7 @@ impl Server {
     }
 
     /// Starts `cairn` on data directory `dir`; `Err` carries stderr if it exits
-    /// instead of coming up.
+    /// instead of coming up (unless `CAIRN_TEST_SERVER_LOG` sends it to a file).
     pub fn start_in(dir: &Path, shards: u32) -> Result<Server, String> {
         Server::start_in_with(dir, shards, &[])
     }
@@ -156,7 +170,7 @@ impl Server {
             .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(server_stderr())
             .spawn()
             .expect("spawn cairn");
         let deadline = Instant::now() + STARTUP_TIMEOUT;

@@ -1319,12 +1319,22 @@ impl LocalExecutor {
         self.reactor.need_preempt()
     }
 
+    /// Runs task queues until they are empty (returns `false`: nothing left
+    /// to run) or until preempted (returns `true`: the caller polls for I/O
+    /// and comes back).
     fn run_task_queues(&self) -> bool {
         let mut ran = false;
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                break;
+                // CAIRN-PATCH: upstream returned `ran` here, so a preemption
+                // that arrived before the first task ran (a latency-ring
+                // completion between the caller's poll and this check)
+                // read as "nothing to run": the executor parked with woken
+                // tasks still queued, and, if one of them was the only
+                // timer's owner, with no timer to wake it. Queued work is
+                // reported as work.
+                return ran || !self.queues.borrow().active_executors.is_empty();
             }
             if !self.run_one_task_queue() {
                 return false;
@@ -1332,7 +1342,6 @@ impl LocalExecutor {
                 ran = true;
             }
         }
-        ran
     }
 
     fn run_one_task_queue(&self) -> bool {
