@@ -5,7 +5,7 @@
 #   nginx GET /            (baseline)
 #   cairn GET /counter/c{key}                 over KEYS counters (reads)
 #   cairn POST /counter/c{key}/increment      over KEYS counters (durable increments)
-# Prints one line per run: "name conns rps p50_us p99_us p999_us errors cpu_us_per_req", the last
+# Prints one line per run: "round name conns rps p50_us p99_us p999_us errors cpu_us_per_req", the last
 # being the server process's CPU time (user + system, from /proc) divided by the requests served:
 # on a shared machine, where throughput mostly measures the scheduler, it is the steadier figure.
 # Knobs: DURATION=5s WARMUP=1s KEYS=10000 CONNS="16 64 256" SERVER_CPU=0 LOAD_CPU=1
@@ -22,11 +22,15 @@
 #        feedback between server speed and batching)
 #        REPEAT=1 (rounds; each round runs every row at every connection count, so rows of one
 #        round are interleaved: on a shared machine compare rows within a round)
+#        ORDER=abba (each round runs the rows, then again in reverse order: nginx, reads,
+#        increments, increments, reads, nginx, and the round's ratios use both runs of each row,
+#        so a drift or a change of the machine's speed during a round weighs on both sides;
+#        ORDER=once runs each row once per round)
 # Needs: release builds of cairn and cairn-loadgen, nginx, taskset, jq.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DURATION="${DURATION:-5s}"; WARMUP="${WARMUP:-1s}"; KEYS="${KEYS:-10000}"; READ_KEYS="${READ_KEYS:-$KEYS}"
-ROWS="${ROWS:-nginx-static cairn-read cairn-incr}"; REPEAT="${REPEAT:-1}"
+ROWS="${ROWS:-nginx-static cairn-read cairn-incr}"; REPEAT="${REPEAT:-1}"; ORDER="${ORDER:-abba}"
 CONNS="${CONNS:-16 64 256}"; SERVER_CPU="${SERVER_CPU:-0}"; LOAD_CPU="${LOAD_CPU:-1}"
 PORT="${PORT:-18580}"; CAIRN_PORT="${CAIRN_PORT:-18590}"
 LOADGEN="$ROOT/target/release/cairn-loadgen"; CAIRN="${CAIRN_BIN:-$ROOT/target/release/cairn}"
@@ -109,23 +113,47 @@ run() { # name pid conns args...
     '(($ticks / $hz) * 1e6 * $frac / (.requests + 1)) * 100 | floor / 100' "$WORK/out.json"
 }
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -sr), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# name conns rps p50_us p99_us p999_us errors cpu_us_per_req"
-for _ in $(seq 1 "$REPEAT"); do
-  for c in $CONNS; do
-    if want nginx-static; then
-      run nginx-static "$NGINX_PID" "$c" --url "http://127.0.0.1:$PORT/"
-    fi
-    for reads in uring epoll; do
-      if want "floor-$reads"; then
-        run "floor-$reads" "$(floor_pid "$reads")" "$c" --url "http://127.0.0.1:$(floor_port "$reads")/"
-      fi
-    done
-    if want cairn-read; then
-      run cairn-read "$CAIRN_PID" "$c" --url "http://127.0.0.1:$CAIRN_PORT/counter/c{key}" --keys "$READ_KEYS"
-    fi
-    if want cairn-incr; then
+echo "# round name conns rps p50_us p99_us p999_us errors cpu_us_per_req"
+run_row() { # row conns
+  local row="$1" c="$2"
+  case "$row" in
+    nginx-static) run nginx-static "$NGINX_PID" "$c" --url "http://127.0.0.1:$PORT/" ;;
+    floor-uring|floor-epoll)
+      local reads="${row#floor-}"
+      run "$row" "$(floor_pid "$reads")" "$c" --url "http://127.0.0.1:$(floor_port "$reads")/" ;;
+    cairn-read)
+      run cairn-read "$CAIRN_PID" "$c" --url "http://127.0.0.1:$CAIRN_PORT/counter/c{key}" --keys "$READ_KEYS" ;;
+    cairn-incr)
       run cairn-incr "$CAIRN_PID" "$c" --url "http://127.0.0.1:$CAIRN_PORT/counter/c{key}/increment" \
-        --method POST --keys "$KEYS"
+        --method POST --keys "$KEYS" ;;
+  esac
+}
+ORDERED=()
+for row in nginx-static floor-uring floor-epoll cairn-read cairn-incr; do want "$row" && ORDERED+=("$row"); done
+for round in $(seq 1 "$REPEAT"); do
+  for c in $CONNS; do
+    for row in "${ORDERED[@]}"; do run_row "$row" "$c" | sed "s/^/$round /"; done
+    if [ "$ORDER" = abba ]; then
+      for (( k=${#ORDERED[@]}-1; k>=0; k-- )); do run_row "${ORDERED[$k]}" "$c" | sed "s/^/$round /"; done
     fi
   done
+done | tee "$WORK/rows.txt"
+# Per round and connection count: the bars of issue 4 from the rows' summed requests (with
+# ORDER=abba each row ran twice, mirrored, so a drift during the round weighs on both sides).
+awk '$2 == "nginx-static" { n[$1" "$3] += $4 } $2 == "cairn-read" { r[$1" "$3] += $4 }
+     $2 == "cairn-incr" { i[$1" "$3] += $4; if ($6 > p[$1" "$3]) p[$1" "$3] = $6 }
+     END { for (k in r) { split(k, a, " ");
+       printf "# round %s conns %s: reads/nginx %s increments/reads %s increment p99 max %s us\n", a[1], a[2],
+         (k in n) ? sprintf("%.3f", r[k] / n[k]) : "-", (k in i) ? sprintf("%.3f", i[k] / r[k]) : "-",
+         (k in p) ? p[k] : "-" } }' "$WORK/rows.txt" | sort -k3,3n -k5,5n | tee "$WORK/rounds.txt"
+# The median round per connection count: the machine switches between a fast and a slow mode
+# (about 20% apart) at moments no ordering controls, and a round whose rows straddle a switch
+# compares the two modes, not the two servers; the median is robust to those rounds.
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
+for c in $CONNS; do
+  n="$(awk -v c="$c:" '$5 == c' "$WORK/rounds.txt" | wc -l)"
+  [ "$n" -gt 0 ] || continue
+  echo "# median of $n rounds at $c connections:" \
+    "reads/nginx $(awk -v c="$c:" '$5 == c { print $7 }' "$WORK/rounds.txt" | median)" \
+    "increments/reads $(awk -v c="$c:" '$5 == c { print $9 }' "$WORK/rounds.txt" | median)"
 done
