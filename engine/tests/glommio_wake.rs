@@ -354,14 +354,16 @@ fn a_panicking_blocking_closure_fails_its_caller_instead_of_hanging() {
     assert_eq!(next, 7);
 }
 
-/// A task woken by its timer must run even when a preemption timer fires
-/// between the reactor's poll and the first task. glommio's run loop used to
-/// take "preempted before running anything" for "nothing to run" and park
-/// with the woken task still queued and no timer armed: asleep for good on
-/// an executor with no sockets (a shard waiting for its peers at start-up,
-/// or an idle one waiting for SIGTERM). A short preemption timer makes the
-/// race likely: without the fix (vendor/glommio/CAIRN-PATCH.md, item 9)
-/// this hangs within the first rounds.
+/// A queued task must run even when a preemption timer fires between the
+/// reactor's poll and the first task. glommio's run loop used to take
+/// "preempted before running anything" for "nothing to run" and park with
+/// the task still queued, and, when the task owned the only timer, with no
+/// timer armed: asleep for good on an executor with no sockets (a shard
+/// waiting for its peers at start-up, or an idle one waiting for SIGTERM).
+/// A short preemption timer makes the race likely. Without the fix
+/// (vendor/glommio/CAIRN-PATCH.md, item 9) this hangs before its first
+/// round: the executor's first turn is preempted before the root task runs.
+/// With it, the later rounds go through the timer-woken case many times.
 #[test]
 fn a_timer_loop_survives_preemption_timers_firing_between_poll_and_run() {
     let done = Arc::new(AtomicUsize::new(0));

@@ -1504,6 +1504,12 @@ impl LocalExecutor {
                     } else {
                         while !this.reactor.spin_poll_io().unwrap() {
                             if pre_time.elapsed() > spin_before_park {
+                                // CAIRN-PATCH: parking with a task queue still
+                                // runnable sleeps with work undone (item 9).
+                                debug_assert!(
+                                    this.queues.borrow().active_executors.is_empty(),
+                                    "parking with a runnable task queue"
+                                );
                                 this.parker
                                     .park()
                                     .expect("Failed to park! This is actually pretty bad!");
