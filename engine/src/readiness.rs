@@ -341,12 +341,20 @@ mod tests {
         (a, b)
     }
 
+    /// A fresh connection whose server end is registered with `r`: the
+    /// client, the server end, and its registration (last, so that a
+    /// destructuring `let` drops it before the socket it watches).
+    fn registered(r: &Readiness) -> (std::net::TcpStream, std::net::TcpStream, Registration) {
+        let (client, server) = pair();
+        let reg = r.register(server.as_raw_fd()).unwrap();
+        (client, server, reg)
+    }
+
     #[test]
     fn reads_what_arrives_and_sees_the_end_of_the_stream() {
         run_local(async {
             let r = Readiness::start(Duration::from_millis(10)).unwrap();
-            let (mut client, server) = pair();
-            let reg = r.register(server.as_raw_fd()).unwrap();
+            let (mut client, _server, reg) = registered(&r);
             let far = Instant::now() + Duration::from_secs(30);
             let mut buf = [0u8; 64];
             client.write_all(b"hello").unwrap();
@@ -369,8 +377,7 @@ mod tests {
     fn a_read_is_stamped_with_the_pass_that_saw_its_bytes() {
         run_local(async {
             let r = Readiness::start(Duration::from_millis(10)).unwrap();
-            let (mut client, server) = pair();
-            let reg = r.register(server.as_raw_fd()).unwrap();
+            let (mut client, _server, reg) = registered(&r);
             let far = Instant::now() + Duration::from_secs(30);
             let mut buf = [0u8; 64];
             // The first read follows no drain pass: it is stamped now.
@@ -401,8 +408,7 @@ mod tests {
     fn a_full_buffer_leaves_the_rest_readable_without_a_new_edge() {
         run_local(async {
             let r = Readiness::start(Duration::from_millis(10)).unwrap();
-            let (mut client, server) = pair();
-            let reg = r.register(server.as_raw_fd()).unwrap();
+            let (mut client, _server, reg) = registered(&r);
             let far = Instant::now() + Duration::from_secs(30);
             client.write_all(&[7u8; 100]).unwrap();
             std::thread::sleep(Duration::from_millis(20));
@@ -419,8 +425,7 @@ mod tests {
     fn bytes_then_a_shutdown_in_one_edge_still_end_the_stream() {
         run_local(async {
             let r = Readiness::start(Duration::from_millis(10)).unwrap();
-            let (mut client, server) = pair();
-            let reg = r.register(server.as_raw_fd()).unwrap();
+            let (mut client, _server, reg) = registered(&r);
             let deadline = Instant::now() + Duration::from_secs(5);
             let mut buf = [0u8; 64];
             client.write_all(b"a").unwrap();
@@ -451,8 +456,7 @@ mod tests {
     fn a_passed_deadline_ends_the_wait_within_a_sweep() {
         run_local(async {
             let r = Readiness::start(Duration::from_millis(10)).unwrap();
-            let (_client, server) = pair();
-            let reg = r.register(server.as_raw_fd()).unwrap();
+            let (_client, _server, reg) = registered(&r);
             let t0 = Instant::now();
             let mut buf = [0u8; 8];
             let e = reg

@@ -38,7 +38,8 @@ fn server_stderr() -> Stdio {
         .create(true)
         .append(true)
         .open(&path)
-        .map_or_else(|_| Stdio::piped(), Stdio::from)
+        .map(Stdio::from)
+        .unwrap_or_else(|e| panic!("CAIRN_TEST_SERVER_LOG={}: {e}", path.display()))
 }
 
 /// The path of the `cairn` binary, built once per test process (a release
